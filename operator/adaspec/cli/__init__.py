@@ -1,0 +1,1 @@
+"""The `adaspec` command line: one entry point, subcommands registered by each part."""

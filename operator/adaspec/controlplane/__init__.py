@@ -1,0 +1,1 @@
+"""Control plane: acceptance metrics, drift detection, adaptation, canary, promotion, rollback."""

@@ -1,0 +1,1 @@
+"""Kopf operator reconciling AdaptiveSpeculator and SpeculatorRevision resources."""

@@ -1,0 +1,1 @@
+"""adaspec runtime: target model, proposers, confidence-aware controller, verification, serving."""
