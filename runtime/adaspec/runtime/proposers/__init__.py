@@ -1,0 +1,1 @@
+"""Speculators ("proposers"): one small interface, one factory."""

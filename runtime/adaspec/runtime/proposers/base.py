@@ -1,0 +1,79 @@
+"""The one interface every proposer implements, and the draft it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from adaspec.runtime.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Tokens proposed for the positions after the context.
+
+    `probs` is the proposal distribution q the tokens were drawn from, one row per token, after the
+    same temperature/top-k/top-p transform the target gets. `None` means a deterministic proposer
+    (q is a point mass on each token), which verification handles exactly. `confidence` is the
+    proposer's own estimate, per token, that the target will accept it (used by the controller to
+    pick a bucket, never by verification).
+    """
+
+    token_ids: tuple[int, ...]  # [k]
+    probs: torch.Tensor | None  # [k, vocab] float, rows sum to 1, or None for point masses
+    confidence: tuple[float, ...]  # [k], each in [0, 1]
+    match_length: int = 0  # suffix proposers: length of the context suffix matched (0 otherwise)
+
+    @property
+    def k(self) -> int:
+        """Number of drafted tokens."""
+        return len(self.token_ids)
+
+
+@dataclass
+class RequestInfo:
+    """What a proposer may know about the request being served."""
+
+    prompt_ids: Sequence[int]
+    tag: str | None = None  # workload / tenant tag, e.g. "python"
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+class StopDrafting(Protocol):
+    """Called after each drafted token with (position index from 0, confidence); True stops drafting."""
+
+    def __call__(self, position: int, confidence: float) -> bool: ...
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """A speculator. Lifecycle per request: begin -> (propose -> observe)* -> end.
+
+    Proposers may keep state across requests (that is how adaptive ones learn), but never change
+    the output: every draft goes through lossless verification.
+    """
+
+    name: str
+
+    def begin(self, request: RequestInfo) -> None:
+        """Prepare for a new request (reset per-request caches, index the prompt)."""
+
+    def propose(self, context: Sequence[int], max_tokens: int, stop: StopDrafting | None) -> Draft:
+        """Draft up to `max_tokens` tokens continuing `context` (prompt + committed output).
+
+        `stop`, when given, is asked after each token whether to stop early. Returns a Draft with
+        0..max_tokens tokens. May raise; the engine then decodes this step without speculation.
+        """
+
+    def observe(self, context: Sequence[int], num_new: int, target_logits: torch.Tensor) -> None:
+        """The target committed the last `num_new` tokens of `context` (accepted drafts + its own).
+
+        `target_logits` [num_new, vocab] are the target's raw logits at the positions that produced
+        those tokens (row i predicted context[-num_new + i]); distilling proposers learn from them.
+        """
+
+    def end(self, output_ids: Sequence[int]) -> None:
+        """The request finished with these generated token ids (online learning happens here)."""
