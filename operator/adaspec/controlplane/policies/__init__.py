@@ -1,0 +1,1 @@
+"""Pure policies: `decide(observation, policy, state, now) -> (Decision, state)`, no I/O, no clock."""
