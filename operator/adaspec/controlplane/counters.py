@@ -60,9 +60,7 @@ def is_reset(previous: Counters, current: Counters) -> bool:
     """Return True when any counter went down: the pod restarted and its counters began again at 0."""
     if any(cur < prev for prev, cur in zip(_scalars(previous), _scalars(current), strict=True)):
         return True
-    return any(
-        cur < prev for prev, cur in zip(previous.per_position, current.per_position, strict=False)
-    )
+    return any(cur < prev for prev, cur in zip(previous.per_position, current.per_position, strict=False))
 
 
 def delta(previous: Counters | None, current: Counters) -> Counters:

@@ -14,10 +14,12 @@ class AdaptationPolicy(PolicyConfig):
     """When adaptation runs may start."""
 
     on_drift: bool = True
-    cooldown_s: float = Field(3600.0, ge=0, description="minimum time between two runs of one speculator")
-    max_concurrent: int = Field(1, ge=1, description="runs in flight at once, fleet-wide")
-    budget_runs: int = Field(6, ge=0, description="runs allowed per speculator per budget window")
-    budget_window_s: float = Field(86400.0, gt=0)
+    cooldown_s: float = Field(
+        default=3600.0, ge=0, description="minimum time between two runs of one speculator"
+    )
+    max_concurrent: int = Field(default=1, ge=1, description="runs in flight at once, fleet-wide")
+    budget_runs: int = Field(default=6, ge=0, description="runs allowed per speculator per budget window")
+    budget_window_s: float = Field(default=86400.0, gt=0)
 
 
 @dataclass(frozen=True)

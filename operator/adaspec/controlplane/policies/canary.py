@@ -21,15 +21,17 @@ from .decision import Decision, Inputs, PolicyConfig, PolicyState
 class CanaryPolicy(PolicyConfig):
     """Canary analysis settings (deltas are canary minus stable)."""
 
-    interval_s: float = Field(300.0, gt=0)
-    min_draft_tokens: int = Field(500, ge=1)
+    interval_s: float = Field(default=300.0, gt=0)
+    min_draft_tokens: int = Field(default=500, ge=1)
     success_acceptance_delta: float = 0.0
     failure_acceptance_delta: float = -0.02
     success_length_delta: float = 0.0
     failure_length_delta: float = -0.1
-    iterations: int = Field(3, ge=1, description="successful checks needed to promote")
-    failure_limit: int = Field(0, ge=0, description="failed checks tolerated; one more rejects")
-    inconclusive_limit: int = Field(1, ge=0, description="inconclusive checks tolerated; one more pauses")
+    iterations: int = Field(default=3, ge=1, description="successful checks needed to promote")
+    failure_limit: int = Field(default=0, ge=0, description="failed checks tolerated; one more rejects")
+    inconclusive_limit: int = Field(
+        default=1, ge=0, description="inconclusive checks tolerated; one more pauses"
+    )
 
 
 @dataclass(frozen=True)

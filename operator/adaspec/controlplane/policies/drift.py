@@ -20,13 +20,19 @@ from .decision import Decision, PolicyConfig, PolicyState
 class DriftPolicy(PolicyConfig):
     """Settings of the drift detector."""
 
-    metric: str = Field("acceptance_rate", pattern="^(acceptance_rate|mean_accepted_length)$")
-    min_draft_tokens: int = Field(200, ge=1, description="a window with fewer draft tokens is not used yet")
-    reference_draft_tokens: int = Field(2000, ge=1, description="draft tokens that make the reference")
-    slack: float = Field(0.02, ge=0, description="drop tolerated without accumulating evidence")
-    threshold: float = Field(0.15, gt=0, description="evidence (sum of drops beyond slack) that is drift")
-    recover_margin: float = Field(0.03, ge=0)
-    recover_windows: int = Field(3, ge=1)
+    metric: str = Field(default="acceptance_rate", pattern="^(acceptance_rate|mean_accepted_length)$")
+    min_draft_tokens: int = Field(
+        default=200, ge=1, description="a window with fewer draft tokens is not used yet"
+    )
+    reference_draft_tokens: int = Field(
+        default=2000, ge=1, description="draft tokens that make the reference"
+    )
+    slack: float = Field(default=0.02, ge=0, description="drop tolerated without accumulating evidence")
+    threshold: float = Field(
+        default=0.15, gt=0, description="evidence (sum of drops beyond slack) that is drift"
+    )
+    recover_margin: float = Field(default=0.03, ge=0)
+    recover_windows: int = Field(default=3, ge=1)
 
 
 class DriftState(PolicyState):
@@ -66,9 +72,12 @@ def decide(
     if value is None:  # draft tokens without drafts: a malformed source, never a decision
         return Decision(kind="none", reason="no drafts in window", inputs={}), state
     if state.reference is None:
-        ref = Counters(
-            drafts=state.ref_drafts, draft_tokens=state.ref_draft_tokens, accepted=state.ref_accepted
-        ) + window
+        ref = (
+            Counters(
+                drafts=state.ref_drafts, draft_tokens=state.ref_draft_tokens, accepted=state.ref_accepted
+            )
+            + window
+        )
         reference = ref.metric(policy.metric) if ref.draft_tokens >= policy.reference_draft_tokens else None
         new = state.model_copy(
             update={
@@ -80,9 +89,7 @@ def decide(
             }
         )
         reason = "reference established" if reference is not None else "building reference"
-        return Decision(
-            kind="none", reason=reason, inputs={"value": value, "reference": reference}
-        ), new
+        return Decision(kind="none", reason=reason, inputs={"value": value, "reference": reference}), new
     reference = state.reference
     statistic = max(0.0, state.statistic + (reference - value) - policy.slack)
     inputs: dict[str, float | int | str | bool | None] = {

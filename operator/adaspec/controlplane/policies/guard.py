@@ -14,9 +14,11 @@ from .decision import Decision, Inputs, PolicyConfig, PolicyState
 class GuardPolicy(PolicyConfig):
     """Guard window and allowed regression."""
 
-    window_s: float = Field(1800.0, gt=0)
-    min_draft_tokens: int = Field(1000, ge=1)
-    max_drop: float = Field(0.03, ge=0, description="acceptance drop below the previous revision allowed")
+    window_s: float = Field(default=1800.0, gt=0)
+    min_draft_tokens: int = Field(default=1000, ge=1)
+    max_drop: float = Field(
+        default=0.03, ge=0, description="acceptance drop below the previous revision allowed"
+    )
 
 
 class GuardState(PolicyState):

@@ -1,0 +1,152 @@
+"""Settings of the control plane (Pydantic, extra=forbid): fleet, sources, policies, auth, actuator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .policies.adaptation import AdaptationPolicy
+from .policies.canary import CanaryPolicy
+from .policies.drift import DriftPolicy
+from .policies.guard import GuardPolicy
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Endpoint(_Strict):
+    """One pod's metrics URL. `role` is used when the pod does not say (vLLM has no revision_info)."""
+
+    url: str = Field(pattern=r"^https?://")
+    role: Literal["stable", "canary"] = "stable"
+
+
+class Policies(_Strict):
+    """The four policies; a speculator may override any of them."""
+
+    drift: DriftPolicy = DriftPolicy()
+    adaptation: AdaptationPolicy = AdaptationPolicy()
+    canary: CanaryPolicy = CanaryPolicy()
+    guard: GuardPolicy = GuardPolicy()
+
+
+class SpeculatorConfig(_Strict):
+    """One speculator of the fleet and where its metrics come from."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=200)
+    namespace: str = "default"
+    source: Literal["runtime", "vllm", "prometheus"] = "runtime"
+    endpoints: list[Endpoint] = []
+    prometheus_url: str | None = None
+    prometheus_selector: str = ""
+    initial_revision: str = "r0"
+    schedule: str | None = Field(
+        default=None, description="cron expression (5 fields) for scheduled adaptation"
+    )
+    policies: Policies | None = None
+
+    @model_validator(mode="after")
+    def _source_has_address(self) -> SpeculatorConfig:
+        if self.source == "prometheus" and not self.prometheus_url:
+            raise ValueError(f"speculator {self.name}: source prometheus needs prometheus_url")
+        if self.source != "prometheus" and not self.endpoints:
+            raise ValueError(f"speculator {self.name}: source {self.source} needs endpoints")
+        return self
+
+
+class LocalActuatorConfig(_Strict):
+    """One-machine mode: adaptation as a subprocess, revisions loaded by POSTing to the runtime."""
+
+    adapt_command: list[str] = Field(
+        default_factory=lambda: ["adaspec", "adapt", "--speculator", "{speculator}", "--out", "{out}"]
+    )
+    work_dir: Path = Path("controlplane-runs")
+    load_url: str | None = Field(
+        default=None, description="POST {revision, role, artifact_uri} here to load a revision"
+    )
+    run_timeout_s: float = 6 * 3600.0
+
+
+class KubernetesActuatorConfig(_Strict):
+    """Fleet mode: SpeculatorRevisions, adaptation Jobs and status patches (docs/CONTRACTS.md)."""
+
+    image: str = "adaspec:latest"
+    job_args: list[str] = ["adapt", "--speculator", "{speculator}", "--out", "{out}"]
+    artifact_root: str = "s3://adaspec-artifacts"
+
+
+class AuthConfig(_Strict):
+    """Bearer tokens: a token file (`<token> <read|admin>` per line) or Kubernetes TokenReview."""
+
+    mode: Literal["token-file", "tokenreview", "none"] = "token-file"
+    token_file: Path | None = None
+    admin_groups: list[str] = ["system:masters", "adaspec:admins"]
+    read_groups: list[str] = ["adaspec:viewers"]
+    max_body_bytes: int = Field(default=65536, ge=1024)
+
+
+class Settings(_Strict):
+    """Everything the service reads at start."""
+
+    db_url: str = "sqlite:///adaspec-controlplane.db"
+    scrape_interval_s: float = Field(default=15.0, gt=0)
+    evaluate_interval_s: float = Field(default=60.0, gt=0)
+    scrape_timeout_s: float = Field(default=5.0, gt=0)
+    stale_after_s: float = Field(default=300.0, gt=0, description="a pod unseen this long stops counting")
+    scrape_concurrency: int = Field(default=32, ge=1)
+    lease_ttl_s: float = Field(default=30.0, gt=0)
+    policies: Policies = Policies()
+    speculators: list[SpeculatorConfig] = []
+    actuator: Literal["local", "kubernetes", "none"] = "local"
+    local: LocalActuatorConfig = LocalActuatorConfig()
+    kubernetes: KubernetesActuatorConfig = KubernetesActuatorConfig()
+    auth: AuthConfig = AuthConfig()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: set[str] = set()
+        for s in self.speculators:
+            if s.name in seen:
+                raise ValueError(f"speculators: duplicate name {s.name!r}")
+            seen.add(s.name)
+        return self
+
+    def policies_for(self, name: str) -> Policies:
+        """Return the speculator's own policies, or the fleet's."""
+        for s in self.speculators:
+            if s.name == name and s.policies is not None:
+                return s.policies
+        return self.policies
+
+    def speculator(self, name: str) -> SpeculatorConfig | None:
+        """Return the configured speculator called `name`, or None."""
+        return next((s for s in self.speculators if s.name == name), None)
+
+
+def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Return settings from a YAML file, with ADASPEC_CP_DB_URL from `env` (default os.environ) on top.
+
+    Raises ValueError naming the file and the bad key.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, object] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping at the top, got {type(loaded).__name__}")
+        data = dict(loaded or {})
+    if env.get("ADASPEC_CP_DB_URL"):
+        data["db_url"] = env["ADASPEC_CP_DB_URL"]
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        where = path if path is not None else "settings"
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{where}: {loc}: {first['msg']}") from exc

@@ -1,0 +1,92 @@
+"""Writes that go together: a decision in the audit log, the action it owes, revision phase changes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .counters import Counters
+from .policies.decision import Decision
+from .store.models import Action, DecisionRecord, MetricSample, Revision, RevisionPhase, Speculator
+
+
+def record(
+    s: Session,
+    spec: Speculator,
+    decision: Decision,
+    actor: str,
+    now: datetime,
+    revision: str | None = None,
+    action: tuple[str, dict[str, Any]] | None = None,
+) -> DecisionRecord:
+    """Add `decision` to the audit log and, when it owes one, its pending action (same transaction)."""
+    rec = DecisionRecord(
+        speculator_id=spec.id,
+        at=now,
+        kind=decision.kind,
+        reason=decision.reason,
+        actor=actor,
+        revision=revision,
+        inputs=dict(decision.inputs),
+    )
+    s.add(rec)
+    s.flush()
+    if action is not None:
+        kind, payload = action
+        body = {"speculator": spec.name, "namespace": spec.namespace, **payload}
+        s.add(Action(decision_id=rec.id, speculator_id=spec.id, kind=kind, payload=body, created_at=now))
+    return rec
+
+
+def revision_row(s: Session, spec: Speculator, revision: str) -> Revision | None:
+    """Return the revision called `revision` of `spec`, or None."""
+    return s.execute(
+        select(Revision).where(Revision.speculator_id == spec.id, Revision.revision == revision)
+    ).scalar_one_or_none()
+
+
+def set_phase(
+    s: Session, spec: Speculator, revision: str | None, phase: str, reason: str, now: datetime
+) -> None:
+    """Move a revision to `phase` and append to its phase history (unknown revisions are created)."""
+    if revision is None:
+        return
+    row = revision_row(s, spec, revision)
+    if row is None:
+        row = Revision(
+            speculator_id=spec.id, revision=revision, phase=phase, created_at=now, offline_metrics={}
+        )
+        s.add(row)
+        s.flush()
+    elif row.phase == phase:
+        return
+    row.phase = phase
+    s.add(RevisionPhase(revision_id=row.id, phase=phase, reason=reason, at=now))
+
+
+def window(
+    s: Session, spec_id: int, role: str, revision: str | None, since: datetime | None, now: datetime
+) -> Counters:
+    """Return the counters gained by `revision` in `role` over (since, now]."""
+    if revision is None:
+        return Counters()
+    q = select(
+        func.coalesce(func.sum(MetricSample.drafts), 0.0),
+        func.coalesce(func.sum(MetricSample.draft_tokens), 0.0),
+        func.coalesce(func.sum(MetricSample.accepted), 0.0),
+        func.coalesce(func.sum(MetricSample.generated), 0.0),
+    ).where(
+        MetricSample.speculator_id == spec_id,
+        MetricSample.role == role,
+        MetricSample.revision == revision,
+        MetricSample.ts <= now,
+    )
+    if since is not None:
+        q = q.where(MetricSample.ts > since)
+    drafts, tokens, accepted, generated = s.execute(q).one()
+    return Counters(
+        drafts=float(drafts), draft_tokens=float(tokens), accepted=float(accepted), generated=float(generated)
+    )

@@ -1,0 +1,387 @@
+"""The control plane's jobs over the store: sync the fleet, scrape, poll runs, evaluate, actuate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import lifecycle
+from .actuators import Actuator, execute
+from .config import Settings, SpeculatorConfig
+from .counters import Counters, delta
+from .ledger import record, set_phase
+from .policies.decision import Decision
+from .scrape import PodMetrics, fetch_many, parse_exposition, query_prometheus
+from .store.models import Action, AdaptationRun, MetricSample, Revision, ScrapeTarget, Speculator
+from .telemetry import Telemetry
+
+log = logging.getLogger("adaspec.controlplane")
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware UTC (the default clock)."""
+    return datetime.now(UTC)
+
+
+class NotFound(LookupError):
+    """An unknown speculator or revision (the API answers 404)."""
+
+
+class Conflict(ValueError):
+    """A manual action that does not fit the speculator's phase (the API answers 409)."""
+
+
+class ControlPlane:
+    """Runs the jobs; every method takes `now` so tests drive simulated time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        actuator: Actuator,
+        telemetry: Telemetry | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.actuator = actuator
+        self.telemetry = telemetry or Telemetry()
+        self.clock = clock
+
+    # -- fleet -------------------------------------------------------------------------------------
+    def sync_fleet(self, now: datetime) -> None:
+        """Create the configured speculators (and their initial stable revision) that the store lacks."""
+        with self.factory() as s, s.begin():
+            for cfg in self.settings.speculators:
+                spec = s.execute(select(Speculator).where(Speculator.name == cfg.name)).scalar_one_or_none()
+                if spec is None:
+                    spec = Speculator(
+                        name=cfg.name,
+                        namespace=cfg.namespace,
+                        phase="steady",
+                        stable_revision=cfg.initial_revision,
+                        state={},
+                        updated_at=now,
+                    )
+                    s.add(spec)
+                    s.flush()
+                    set_phase(s, spec, cfg.initial_revision, "Promoted", "initial revision", now)
+
+    # -- scraping ----------------------------------------------------------------------------------
+    def scrape(self, now: datetime) -> int:
+        """Scrape every pod once, store the counter deltas; return the number of pods read."""
+        pods = asyncio.run(self._gather())
+        ok = 0
+        with self.factory() as s, s.begin():
+            specs = {sp.name: sp for sp in s.execute(select(Speculator)).scalars()}
+            targets = {(t.speculator_id, t.url): t for t in s.execute(select(ScrapeTarget)).scalars()}
+            for (name, url), result in pods.items():
+                spec = specs.get(name)
+                if spec is None:
+                    continue
+                target = targets.get((spec.id, url))
+                if target is None:
+                    target = ScrapeTarget(speculator_id=spec.id, url=url, errors=0)
+                    s.add(target)
+                self.telemetry.scrapes.inc()
+                if isinstance(result, Exception):
+                    target.errors = (target.errors or 0) + 1
+                    target.last_error, target.last_error_at = _describe(result), now
+                    self.telemetry.scrape_errors.labels(name).inc()
+                    log.warning(
+                        "event=scrape_error speculator=%s target=%s error=%s", name, url, target.last_error
+                    )
+                    continue
+                ok += 1
+                self._store_sample(s, spec, target, result[0], result[1], now)
+        return ok
+
+    def _store_sample(
+        self, s: Session, spec: Speculator, target: ScrapeTarget, pod: PodMetrics, role: str, now: datetime
+    ) -> None:
+        stale = target.last_ok_at is None or now - target.last_ok_at > timedelta(
+            seconds=self.settings.stale_after_s
+        )
+        previous = None if stale or target.last_counters is None else _counters(target.last_counters)
+        d = delta(previous, pod.counters)
+        role = pod.role or role
+        revision = pod.revision or (spec.canary_revision if role == "canary" else spec.stable_revision)
+        if previous is not None and revision is not None and target.last_ok_at is not None:
+            interval = (now - target.last_ok_at).total_seconds()
+            s.add(
+                MetricSample(
+                    speculator_id=spec.id,
+                    revision=revision,
+                    role=role,
+                    target=target.url,
+                    ts=now,
+                    interval_s=interval,
+                    drafts=d.drafts,
+                    draft_tokens=d.draft_tokens,
+                    accepted=d.accepted,
+                    per_position=list(d.per_position),
+                    generated=d.generated,
+                    tokens_per_s=d.generated / interval if interval > 0 else None,
+                )
+            )
+        target.last_counters = {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(pod.counters).items()
+        }
+        target.last_revision, target.last_role, target.last_ok_at = revision, role, now
+
+    async def _gather(self) -> dict[tuple[str, str], tuple[PodMetrics, str] | Exception]:
+        st = self.settings
+        out: dict[tuple[str, str], tuple[PodMetrics, str] | Exception] = {}
+        direct = [(c, e.url, e.role) for c in st.speculators if c.source != "prometheus" for e in c.endpoints]
+        bodies = await fetch_many([u for _, u, _ in direct], st.scrape_timeout_s, st.scrape_concurrency)
+        for cfg, url, role in direct:
+            body = bodies[url]
+            if isinstance(body, Exception):
+                out[(cfg.name, url)] = body
+                continue
+            try:
+                out[(cfg.name, url)] = (
+                    parse_exposition(body, "vllm" if cfg.source == "vllm" else "runtime"),
+                    role,
+                )
+            except ValueError as exc:
+                out[(cfg.name, url)] = exc
+        prom = [c for c in st.speculators if c.source == "prometheus"]
+        if prom:
+            async with httpx.AsyncClient(timeout=st.scrape_timeout_s) as client:
+                for cfg in prom:
+                    await self._prometheus(cfg, client, out)
+        return out
+
+    async def _prometheus(
+        self,
+        cfg: SpeculatorConfig,
+        client: httpx.AsyncClient,
+        out: dict[tuple[str, str], tuple[PodMetrics, str] | Exception],
+    ) -> None:
+        base = cfg.prometheus_url or ""
+        try:
+            pods = await query_prometheus(base, cfg.prometheus_selector, "runtime", client)
+        except Exception as exc:  # the whole source is down: one error for it
+            out[(cfg.name, base)] = exc
+            return
+        for pod, metrics in pods.items():
+            out[(cfg.name, f"{base}#pod={pod}")] = (metrics, "stable")
+
+    # -- adaptation runs ---------------------------------------------------------------------------
+    def poll_runs(self, now: datetime) -> None:
+        """Ask the actuator about runs in flight; register the candidates of finished ones."""
+        with self.factory() as s:
+            runs = s.execute(
+                select(AdaptationRun, Speculator)
+                .join(Speculator, Speculator.id == AdaptationRun.speculator_id)
+                .where(AdaptationRun.status == "running")
+            ).all()
+            todo = [(r.run_id, sp.name, sp.namespace) for r, sp in runs]
+        for run_id, name, ns in todo:
+            st = self.actuator.poll_adaptation(name, ns, run_id)
+            if st.status == "succeeded" and st.revision:
+                self.register_candidate(
+                    name, st.revision, st.artifact_uri, st.sha256, st.metrics, run_id, "actuator", now
+                )
+            elif st.status == "failed":
+                with self.factory() as s, s.begin():
+                    run = s.execute(select(AdaptationRun).where(AdaptationRun.run_id == run_id)).scalar_one()
+                    run.status, run.message, run.finished_at = "failed", st.message[:2000], now
+                    log.warning("event=adaptation_failed run=%s message=%s", run_id, st.message[:200])
+
+    def register_candidate(
+        self,
+        name: str,
+        revision: str,
+        artifact_uri: str | None,
+        sha256: str | None,
+        metrics: dict[str, float],
+        run_id: str | None,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """Record a candidate revision (idempotent); finish its run when `run_id` is given."""
+        with self.factory() as s, s.begin():
+            spec = self._locked(s, name)
+            row = s.execute(
+                select(Revision).where(Revision.speculator_id == spec.id, Revision.revision == revision)
+            ).scalar_one_or_none()
+            if row is None:
+                s.add(
+                    Revision(
+                        speculator_id=spec.id,
+                        revision=revision,
+                        parent=spec.stable_revision,
+                        artifact_uri=artifact_uri,
+                        sha256=sha256,
+                        offline_metrics=dict(metrics),
+                        phase="Candidate",
+                        created_at=now,
+                    )
+                )
+                s.flush()
+                set_phase(s, spec, revision, "Candidate", f"registered by {actor}", now)
+            if run_id is not None:
+                run = s.execute(
+                    select(AdaptationRun).where(AdaptationRun.run_id == run_id)
+                ).scalar_one_or_none()
+                if run is not None and run.status != "succeeded":
+                    run.status, run.candidate_revision, run.finished_at = "succeeded", revision, now
+
+    # -- evaluation and actuation ------------------------------------------------------------------
+    def evaluate(self, now: datetime) -> list[Decision]:
+        """Run one lifecycle step per speculator (one transaction each); return the decisions."""
+        with self.factory() as s:
+            names = list(s.execute(select(Speculator.name)).scalars())
+        out: list[Decision] = []
+        for name in names:
+            with self.factory() as s, s.begin():
+                spec = self._locked(s, name)
+                ctx = lifecycle.StepContext(
+                    policies=self.settings.policies_for(name),
+                    figures_window_s=max(self.settings.evaluate_interval_s, 300.0),
+                )
+                decisions = lifecycle.step(s, spec, ctx, now)
+                spec.updated_at = now
+            for d in decisions:
+                self.telemetry.decisions.labels(d.kind).inc()
+                if d.kind == "drift":
+                    self.telemetry.drift_events.labels(name).inc()
+                log.info("event=decision speculator=%s kind=%s reason=%s", name, d.kind, d.reason)
+            out.extend(decisions)
+        return out
+
+    def run_actions(self, now: datetime) -> int:
+        """Carry out pending actions in order; return how many succeeded. Failures stay pending."""
+        with self.factory() as s:
+            pending = list(
+                s.execute(select(Action).where(Action.status == "pending").order_by(Action.id)).scalars()
+            )
+        done = 0
+        for action in pending:
+            try:
+                execute(self.actuator, action.kind, action.payload)
+            except Exception as exc:  # the world said no: retry next round, keep the error
+                with self.factory() as s, s.begin():
+                    row = s.get_one(Action, action.id)
+                    row.attempts += 1
+                    row.last_error = _describe(exc)
+                self.telemetry.actions.labels(action.kind, "error").inc()
+                log.warning(
+                    "event=action_failed id=%d kind=%s error=%s", action.id, action.kind, _describe(exc)
+                )
+                continue
+            with self.factory() as s, s.begin():
+                row = s.get_one(Action, action.id)
+                row.status, row.done_at, row.attempts = "done", now, row.attempts + 1
+            self.telemetry.actions.labels(action.kind, "ok").inc()
+            done += 1
+        return done
+
+    def tick(self, now: datetime | None = None) -> list[Decision]:
+        """One full round (scrape, poll runs, evaluate, actuate); return the decisions made."""
+        now = now or self.clock()
+        self.scrape(now)
+        self.poll_runs(now)
+        decisions = self.evaluate(now)
+        self.run_actions(now)
+        return decisions
+
+    def mark_schedule_due(self, name: str) -> None:
+        """A cron schedule fired: the adaptation trigger sees it at the next evaluation."""
+        with self.factory() as s, s.begin():
+            spec = self._locked(s, name)
+            spec.state = {**(spec.state or {}), "schedule_due": True}
+
+    # -- manual operations (API) -------------------------------------------------------------------
+    def manual(
+        self, name: str, op: str, actor: str, reason: str, revision: str | None, now: datetime
+    ) -> Decision:
+        """Promote, roll back, pause or resume by hand; return the recorded decision."""
+        with self.factory() as s, s.begin():
+            spec = self._locked(s, name)
+            why = reason or f"manual {op}"
+            if op == "pause":
+                if spec.phase == "paused":
+                    raise Conflict(f"speculator {name} is already paused")
+                spec.paused_from, spec.phase = spec.phase, "paused"
+                d = Decision(kind="pause", reason=why, inputs={"from": spec.paused_from})
+                record(s, spec, d, actor, now)
+                return d
+            if op == "resume":
+                if spec.phase != "paused":
+                    raise Conflict(f"speculator {name} is not paused (phase {spec.phase})")
+                spec.phase, spec.paused_from = spec.paused_from or "steady", None
+                d = Decision(kind="resume", reason=why, inputs={"to": spec.phase})
+                record(s, spec, d, actor, now)
+                return d
+            if op == "promote":
+                if (
+                    revision is not None
+                    and spec.canary_revision is None
+                    and spec.phase in ("steady", "paused")
+                ):
+                    return lifecycle.start_canary(s, spec, self._known(s, spec, revision), actor, why, now)[0]
+                if spec.canary_revision is None or (
+                    revision is not None and revision != spec.canary_revision
+                ):
+                    raise Conflict(
+                        f"speculator {name}: no canary {revision or ''} to promote".replace("  ", " ")
+                    )
+                d = Decision(kind="promote", reason=why, inputs={"revision": spec.canary_revision})
+                return lifecycle.promote(s, spec, d, actor, now)[0]
+            if op == "rollback":
+                if spec.canary_revision is not None:
+                    d = Decision(kind="reject", reason=why, inputs={"revision": spec.canary_revision})
+                    return lifecycle.reject(s, spec, d, actor, now)[0]
+                target = revision or self._parent(s, spec)
+                d = Decision(kind="rollback", reason=why, inputs={"to": target})
+                try:
+                    return lifecycle.rollback(s, spec, d, actor, self._known(s, spec, target), now)[0]
+                except ValueError as exc:
+                    raise Conflict(str(exc)) from None
+            raise ValueError(f"op: unknown {op!r} (valid: pause, resume, promote, rollback)")
+
+    def _locked(self, s: Session, name: str) -> Speculator:
+        spec = s.execute(
+            select(Speculator).where(Speculator.name == name).with_for_update()
+        ).scalar_one_or_none()
+        if spec is None:
+            raise NotFound(f"speculator {name!r} not found")
+        return spec
+
+    def _known(self, s: Session, spec: Speculator, revision: str) -> str:
+        row = s.execute(
+            select(Revision).where(Revision.speculator_id == spec.id, Revision.revision == revision)
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"speculator {spec.name}: revision {revision!r} not found")
+        return revision
+
+    def _parent(self, s: Session, spec: Speculator) -> str:
+        row = s.execute(
+            select(Revision).where(
+                Revision.speculator_id == spec.id, Revision.revision == spec.stable_revision
+            )
+        ).scalar_one_or_none()
+        if row is None or row.parent is None:
+            raise Conflict(f"speculator {spec.name}: stable revision has no parent to roll back to")
+        return row.parent
+
+
+def _counters(raw: dict[str, Any]) -> Counters:
+    return Counters(**{**raw, "per_position": tuple(raw.get("per_position") or ())})
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]

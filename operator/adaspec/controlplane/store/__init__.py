@@ -1,0 +1,1 @@
+"""Store: SQLAlchemy models, Alembic migrations, engine with retries, leader lease."""

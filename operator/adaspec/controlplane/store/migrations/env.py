@@ -1,0 +1,11 @@
+"""Alembic environment: runs on the connection handed over by `adaspec.controlplane.store.db.migrate`."""
+
+from __future__ import annotations
+
+from adaspec.controlplane.store.models import Base
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()
