@@ -148,6 +148,9 @@ class Fleet:
                 self.wfile.write(body)
 
             def do_POST(self) -> None:
+                if self.path != "/load":
+                    self.send_error(404)
+                    return
                 length = int(self.headers.get("Content-Length", "0"))
                 fleet.load(json.loads(self.rfile.read(length)))
                 self.send_response(204)
