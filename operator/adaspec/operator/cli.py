@@ -1,10 +1,64 @@
-"""Subcommands of the operator part (registered by adaspec.cli.main)."""
+"""Subcommands of the operator part: `adaspec operator` and `adaspec dev cluster up|down|env`."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 
 def register(sub: Any) -> None:
-    """Add this part's subcommands to the `adaspec` parser (none yet)."""
-    del sub
+    """Add this part's subcommands to the `adaspec` parser."""
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    op.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    op.add_argument("--peering", default="adaspec", help="kopf peering object for active/passive replicas")
+    op.add_argument("--standalone", action="store_true", help="run without peering")
+    op.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
+    op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.set_defaults(func=_operator)
+
+    dev = sub.add_parser("dev", help="developer tools")
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="COMMAND")
+    dev_sub.required = True
+    cluster = dev_sub.add_parser("cluster", help="a local Kubernetes control plane with fake GPU nodes")
+    actions = cluster.add_subparsers(dest="cluster_command", metavar="ACTION")
+    actions.required = True
+    up = actions.add_parser("up", help="start it (building missing binaries); print the kubeconfig path")
+    up.add_argument("--gpu-nodes", type=int, default=2, help="kwok nodes with nvidia.com/gpu capacity")
+    for action in (
+        up,
+        actions.add_parser("down", help="stop it"),
+        actions.add_parser("env", help="print env"),
+    ):
+        action.add_argument("--name", default="dev", help="cluster name (state under the cache directory)")
+        action.set_defaults(func=_cluster)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+    from adaspec.operator import handlers
+
+    del handlers  # imported for its registrations
+    kopf.configure(verbose=False)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        peering_name=args.peering,
+        standalone=args.standalone,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from adaspec.operator.devcluster import cluster
+
+    state = cluster.state_dir(args.name)
+    if args.cluster_command == "up":
+        running = cluster.start(state, gpu_nodes=args.gpu_nodes)
+        print(running.kubeconfig)
+    elif args.cluster_command == "down":
+        cluster.stop(state)
+    else:
+        print(f"export KUBECONFIG={state / 'kubeconfig'}")
+    return 0

@@ -1,0 +1,207 @@
+"""Pydantic twins of the AdaptiveSpeculator and SpeculatorRevision CRDs (kept in agreement by a test)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "adaspec.dev"
+VERSION = "v1alpha1"
+SPECULATORS = "adaptivespeculators"
+REVISIONS = "speculatorrevisions"
+
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_CRON_ITEM = r"(\*|\?|[0-9]{1,2}(-[0-9]{1,2})?|[A-Za-z]{3}(-[A-Za-z]{3})?)(/[0-9]{1,2})?"
+_CRON_FIELD = rf"({_CRON_ITEM}(,{_CRON_ITEM})*)"
+CRON = rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}})$"
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)"
+    r"|(\.[0-9]+))))?$"
+)
+GPU = "nvidia.com/gpu"
+
+Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY)], Field()]
+Duration = Annotated[str, Field(pattern=DURATION)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class TargetModel(_Model):
+    """The model whose output is served."""
+
+    uri: str = Field(min_length=1)
+    tokenizer: str = ""
+
+
+class StaticDraft(_Model):
+    """The static speculator trained offline."""
+
+    uri: str = ""
+
+
+class Adaptive(_Model):
+    """Online distillation of the adaptive speculator."""
+
+    enabled: bool = True
+    learning_rate: float = Field(default=0.0001, gt=0)
+    update_interval: int = Field(default=64, ge=1)
+    buffer_size: int = Field(default=4096, ge=1)
+
+
+class Controller(_Model):
+    """Confidence-aware controller bounds."""
+
+    min_lookahead: int = Field(default=1, ge=1, le=64)
+    max_lookahead: int = Field(default=8, ge=1, le=64)
+    confidence_threshold: float = Field(default=0.5, ge=0, le=1)
+
+
+class Resources(_Model):
+    """Container resources (limits and requests: resource name -> quantity)."""
+
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+
+
+def _gpu_resources() -> Resources:
+    return Resources(limits={GPU: 1})
+
+
+class Toleration(_Model):
+    """A Pod toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Runtime(_Model):
+    """The runtime pods."""
+
+    image: str = Field(default="ghcr.io/adaspec/runtime:0.1.0", min_length=1)
+    replicas: int = Field(default=1, ge=0)
+    engine: Literal["native", "vllm"] = "native"
+    resources: Resources = Field(default_factory=_gpu_resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+class Capture(_Model):
+    """Sampled traffic capture."""
+
+    enabled: bool = True
+    sample_rate: float = Field(default=0.05, ge=0, le=1)
+    retention: Duration = "168h"
+
+
+class Adaptation(_Model):
+    """Adaptation Jobs: schedule and drift trigger."""
+
+    schedule: str = Field(default="0 */6 * * *", pattern=CRON)
+    drift_window: Duration = "1h"
+    drift_threshold: float = Field(default=0.1, ge=0, le=1)
+    cooldown: Duration = "6h"
+    resources: Resources = Field(default_factory=_gpu_resources)
+
+
+class Promotion(_Model):
+    """Canary analysis settings."""
+
+    canary_replicas: int = Field(default=1, ge=1)
+    analysis_interval: Duration = "5m"
+    min_samples: int = Field(default=1000, ge=1)
+    min_improvement: float = Field(default=0.02, ge=0)
+    failure_limit: int = Field(default=3, ge=1)
+
+
+class Rollback(_Model):
+    """Automated rollback after promotion."""
+
+    max_acceptance_drop: float = Field(default=0.05, ge=0, le=1)
+    guard_window: Duration = "30m"
+
+
+class AdaptiveSpeculatorSpec(_Model):
+    """`spec` of an AdaptiveSpeculator."""
+
+    target_model: TargetModel
+    static_draft: StaticDraft = Field(default_factory=StaticDraft)
+    adaptive: Adaptive = Field(default_factory=Adaptive)
+    controller: Controller = Field(default_factory=Controller)
+    runtime: Runtime = Field(default_factory=Runtime)
+    capture: Capture = Field(default_factory=Capture)
+    adaptation: Adaptation = Field(default_factory=Adaptation)
+    promotion: Promotion = Field(default_factory=Promotion)
+    rollback: Rollback = Field(default_factory=Rollback)
+    paused: bool = False
+    pinned_revision: str = ""
+
+    def model_post_init(self, context: object, /) -> None:
+        """Check the cross-field rule the CRD states in CEL (minLookahead <= maxLookahead)."""
+        if self.controller.min_lookahead > self.controller.max_lookahead:
+            raise ValueError(
+                "spec.controller.minLookahead must be less than or equal to maxLookahead, got "
+                f"{self.controller.min_lookahead} > {self.controller.max_lookahead}"
+            )
+
+
+ConditionType = Literal["Ready", "Adapting", "Canary", "Degraded"]
+Phase = Literal["Pending", "Progressing", "Ready", "Canary", "Degraded", "Paused"]
+
+
+class Condition(_Model):
+    """A standard Kubernetes condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class AdaptiveSpeculatorStatus(_Model):
+    """`status` of an AdaptiveSpeculator (see docs/CONTRACTS.md for who writes what)."""
+
+    phase: Phase | None = None
+    conditions: list[Condition] | None = None
+    observed_generation: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    canary_ready_replicas: int | None = None
+    selector: str | None = None
+    stable_revision: str | None = None
+    canary_revision: str | None = None
+    acceptance_rate: float | None = None
+    mean_accepted_length: float | None = None
+    tokens_per_second: float | None = None
+    last_drift_time: str | None = None
+    last_adaptation_time: str | None = None
+    message: str | None = None
+
+
+class SpeculatorRevisionSpec(_Model):
+    """`spec` of a SpeculatorRevision (immutable)."""
+
+    speculator: str = Field(min_length=1)
+    revision: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    artifact_uri: str = Field(min_length=1)
+    sha256: str = Field(default="", pattern=r"^([a-f0-9]{64})?$")
+    parent_revision: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+RevisionPhase = Literal["Candidate", "Canary", "Promoted", "RolledBack", "Rejected", "Superseded"]
+
+
+class SpeculatorRevisionStatus(_Model):
+    """`status` of a SpeculatorRevision."""
+
+    phase: RevisionPhase | None = None
+    reason: str | None = None

@@ -1,0 +1,109 @@
+"""Carries one AdaptiveSpeculator to its desired children and status (I/O around the pure builders)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from adaspec.operator import builders
+from adaspec.operator.builders import STATIC_REVISION, Artifact, Owner
+from adaspec.operator.kube import Kube
+from adaspec.operator.models import AdaptiveSpeculatorSpec
+from adaspec.operator.status import Rollout, compute_status, status_patch
+
+Notify = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message) -> posts an Event
+
+
+class RevisionMissing(Exception):
+    """A revision named in status or spec has no SpeculatorRevision object (yet)."""
+
+
+def now_rfc3339() -> str:
+    """Return the current UTC time in RFC 3339 with second precision."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def revisions(spec: AdaptiveSpeculatorSpec, status: Mapping[str, Any]) -> tuple[str, str | None]:
+    """Return (stable, canary) revision ids: pinnedRevision overrides promotion and suppresses canaries."""
+    if spec.pinned_revision:
+        return spec.pinned_revision, None
+    stable = status.get("stableRevision") or STATIC_REVISION
+    return stable, status.get("canaryRevision") or None
+
+
+def resolve_artifact(kube: Kube, owner: Owner, spec: AdaptiveSpeculatorSpec, revision: str) -> Artifact:
+    """Return the artifact of a revision (`static` is spec.staticDraft; others are SpeculatorRevisions)."""
+    if revision == STATIC_REVISION:
+        return Artifact(revision=revision, uri=spec.static_draft.uri)
+    obj = kube.get("SpeculatorRevision", owner.namespace, f"{owner.name}-{revision}")
+    if obj is None:
+        raise RevisionMissing(f"SpeculatorRevision {owner.name}-{revision} not found")
+    rspec = obj.get("spec", {})
+    return Artifact(revision=revision, uri=rspec.get("artifactUri", ""), sha256=rspec.get("sha256", ""))
+
+
+@dataclass
+class Outcome:
+    """What one reconciliation did."""
+
+    actions: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+def reconcile(kube: Kube, body: Mapping[str, Any], notify: Notify) -> Outcome:
+    """Apply the children the speculator should have, delete the canary it should not, refresh status."""
+    owner = Owner.from_body(body)
+    spec = AdaptiveSpeculatorSpec.model_validate(body["spec"])
+    old_status: Mapping[str, Any] = body.get("status") or {}
+    stable_rev, canary_rev = revisions(spec, old_status)
+    outcome = Outcome()
+    if not spec.paused:
+        stable = resolve_artifact(kube, owner, spec, stable_rev)
+        canary = resolve_artifact(kube, owner, spec, canary_rev) if canary_rev else None
+        plan = builders.plan_children(
+            owner, spec, stable, canary, servicemonitor=kube.has_api_group("monitoring.coreos.com/v1")
+        )
+        for obj in plan.apply:
+            result = kube.apply(obj)
+            if result != "unchanged":
+                action = f"{result} {obj['kind']} {obj['metadata']['name']}"
+                outcome.actions.append(action)
+                notify("Normal", result.capitalize(), action)
+        for name in plan.delete_deployments:
+            if kube.delete("Deployment", owner.namespace, name):
+                action = f"deleted Deployment {name}"
+                outcome.actions.append(action)
+                notify("Normal", "Deleted", action)
+    outcome.status = refresh_status(kube, body, spec, stable_rev, canary_rev)
+    return outcome
+
+
+def refresh_status(
+    kube: Kube,
+    body: Mapping[str, Any],
+    spec: AdaptiveSpeculatorSpec,
+    stable_rev: str,
+    canary_rev: str | None,
+) -> dict[str, Any]:
+    """Read the Deployments, compute status, patch what changed; return the patch (empty if none)."""
+    owner = Owner.from_body(body)
+    old: Mapping[str, Any] = body.get("status") or {}
+    stable_dep = kube.get("Deployment", owner.namespace, builders.deployment_name(owner, "stable"))
+    canary_dep = kube.get("Deployment", owner.namespace, builders.deployment_name(owner, "canary"))
+    new = compute_status(
+        generation=int(body["metadata"].get("generation", 0)),
+        paused=spec.paused,
+        stable_revision=stable_rev,
+        canary_revision=canary_rev,
+        stable=Rollout.from_deployment(stable_dep) if stable_dep else None,
+        canary=Rollout.from_deployment(canary_dep) if canary_dep and canary_rev else None,
+        old_conditions=old.get("conditions") or [],
+        selector=builders.selector_string(builders.role_selector(owner, "stable")),
+        now=now_rfc3339(),
+    )
+    patch = status_patch(old, new)
+    if patch:
+        kube.patch_status("AdaptiveSpeculator", owner.namespace, owner.name, patch)
+    return patch

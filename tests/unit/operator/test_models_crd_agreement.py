@@ -1,0 +1,174 @@
+"""The Pydantic models and the CRD schemas in crds/ describe the same fields, types, bounds and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from adaspec.operator import models
+from pydantic import BaseModel, ValidationError
+
+CRDS = Path(__file__).resolve().parents[3] / "crds"
+
+
+def crd_version_schema(filename: str) -> dict[str, Any]:
+    doc = yaml.safe_load((CRDS / filename).read_text())
+    (version,) = doc["spec"]["versions"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def norm_crd(s: dict[str, Any]) -> dict[str, Any]:
+    """Reduce a CRD schema node to what a Pydantic JSON schema can also express."""
+    out: dict[str, Any] = {}
+    if s.get("x-kubernetes-int-or-string"):
+        out["type"] = "int-or-string"
+    else:
+        out["type"] = s["type"]
+    for key in ("enum", "pattern", "maximum", "minLength", "maxLength"):
+        if key in s:
+            out[key] = s[key]
+    if "minimum" in s:
+        out["exclusiveMinimum" if s.get("exclusiveMinimum") else "minimum"] = s["minimum"]
+    if "properties" in s:
+        out["properties"] = {k: norm_crd(v) for k, v in s["properties"].items()}
+        out["required"] = sorted(s.get("required", []))
+    if "items" in s:
+        out["items"] = norm_crd(s["items"])
+    if isinstance(s.get("additionalProperties"), dict):
+        out["additionalProperties"] = norm_crd(s["additionalProperties"])
+    return out
+
+
+def norm_model(s: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Reduce a Pydantic JSON schema node (refs resolved, Optional unwrapped) to the same shape."""
+    if "$ref" in s:
+        return norm_model(defs[s["$ref"].split("/")[-1]], defs)
+    if "anyOf" in s:
+        branches = [b for b in s["anyOf"] if b.get("type") != "null"]
+        if len(branches) == 1:
+            return norm_model(branches[0], defs)
+        types = sorted(b.get("type", "") for b in branches)
+        assert types == ["integer", "string"], s
+        out: dict[str, Any] = {"type": "int-or-string"}
+        out.update({k: v for b in branches for k, v in b.items() if k == "pattern"})
+        return out
+    if "const" in s:
+        return {"type": "string", "enum": [s["const"]]}
+    out = {"type": s["type"]}
+    for key in ("enum", "pattern", "maximum", "minimum", "exclusiveMinimum", "minLength", "maxLength"):
+        if key in s:
+            out[key] = s[key]
+    if s["type"] == "object" and "properties" in s:
+        out["properties"] = {k: norm_model(v, defs) for k, v in s["properties"].items()}
+        out["required"] = sorted(s.get("required", []))
+    if "items" in s:
+        out["items"] = norm_model(s["items"], defs)
+    if isinstance(s.get("additionalProperties"), dict):
+        out["additionalProperties"] = norm_model(s["additionalProperties"], defs)
+    return out
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    js = model.model_json_schema(by_alias=True)
+    return norm_model(js, js.get("$defs", {}))
+
+
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """Default a value the way the API server does for a structural schema."""
+    if not isinstance(value, dict) or "properties" not in schema:
+        if isinstance(value, list) and "items" in schema:
+            return [apply_defaults(schema["items"], v) for v in value]
+        return value
+    out = dict(value)
+    for name, sub in schema["properties"].items():
+        if name not in out and "default" in sub:
+            out[name] = sub["default"]
+        if name in out:
+            out[name] = apply_defaults(sub, out[name])
+    return out
+
+
+CASES = [
+    ("adaspec.dev_adaptivespeculators.yaml", "spec", models.AdaptiveSpeculatorSpec),
+    ("adaspec.dev_adaptivespeculators.yaml", "status", models.AdaptiveSpeculatorStatus),
+    ("adaspec.dev_speculatorrevisions.yaml", "spec", models.SpeculatorRevisionSpec),
+    ("adaspec.dev_speculatorrevisions.yaml", "status", models.SpeculatorRevisionStatus),
+]
+
+
+@pytest.mark.parametrize(("filename", "part", "model"), CASES)
+def test_model_and_crd_schema_agree(filename: str, part: str, model: type[BaseModel]) -> None:
+    crd = norm_crd(crd_version_schema(filename)["properties"][part])
+    assert model_schema(model) == crd
+
+
+@pytest.mark.parametrize(
+    ("filename", "model", "minimal"),
+    [
+        (
+            "adaspec.dev_adaptivespeculators.yaml",
+            models.AdaptiveSpeculatorSpec,
+            {"targetModel": {"uri": "m"}},
+        ),
+        (
+            "adaspec.dev_speculatorrevisions.yaml",
+            models.SpeculatorRevisionSpec,
+            {"speculator": "s", "revision": "r1", "artifactUri": "file:///a"},
+        ),
+    ],
+)
+def test_model_defaults_equal_crd_defaults(
+    filename: str, model: type[BaseModel], minimal: dict[str, Any]
+) -> None:
+    crd_spec = crd_version_schema(filename)["properties"]["spec"]
+    defaulted = apply_defaults(crd_spec, minimal)
+    assert model.model_validate(minimal).model_dump(by_alias=True, exclude_none=True) == defaulted
+
+
+def test_every_crd_field_has_a_description() -> None:
+    missing: list[str] = []
+
+    def walk(s: dict[str, Any], path: str) -> None:
+        for name, sub in s.get("properties", {}).items():
+            if not sub.get("description") and path and name not in ("apiVersion", "kind", "metadata"):
+                missing.append(f"{path}.{name}")
+            walk(sub, f"{path}.{name}" if path else name)
+        if "items" in s:
+            walk(s["items"], path + "[]")
+
+    for filename, _, _ in CASES[::2]:
+        walk(crd_version_schema(filename), "")
+    assert missing == []
+
+
+def test_printer_columns_read_declared_status_keys() -> None:
+    doc = yaml.safe_load((CRDS / "adaspec.dev_adaptivespeculators.yaml").read_text())
+    (version,) = doc["spec"]["versions"]
+    names = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert names == ["Phase", "Stable", "Canary", "Acceptance", "Tok/s", "Age"]
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    for column in version["additionalPrinterColumns"]:
+        path = column["jsonPath"].split(".")
+        if path[1] == "status":
+            assert path[2] in status, column
+
+
+def test_model_rejects_inverted_lookahead_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="minLookahead"):
+        models.AdaptiveSpeculatorSpec.model_validate(
+            {"targetModel": {"uri": "m"}, "controller": {"minLookahead": 9, "maxLookahead": 2}}
+        )
+
+
+@pytest.mark.parametrize("schedule", ["0 */6 * * *", "@hourly", "*/5 1-3 * JAN MON-FRI", "0,30 * * * *"])
+def test_cron_pattern_accepts(schedule: str) -> None:
+    models.Adaptation(schedule=schedule)
+
+
+@pytest.mark.parametrize("schedule", ["every hour", "* * * *", "a b c d e", "@often", "0 0 * * * *"])
+def test_cron_pattern_rejects(schedule: str) -> None:
+    with pytest.raises(ValidationError, match="schedule"):
+        models.Adaptation(schedule=schedule)
