@@ -216,20 +216,12 @@ class ControlPlane:
                 select(Revision).where(Revision.speculator_id == spec.id, Revision.revision == revision)
             ).scalar_one_or_none()
             if row is None:
-                s.add(
-                    Revision(
-                        speculator_id=spec.id,
-                        revision=revision,
-                        parent=spec.stable_revision,
-                        artifact_uri=artifact_uri,
-                        sha256=sha256,
-                        offline_metrics=dict(metrics),
-                        phase="Candidate",
-                        created_at=now,
-                    )
-                )
-                s.flush()
                 set_phase(s, spec, revision, "Candidate", f"registered by {actor}", now)
+                row = s.execute(
+                    select(Revision).where(Revision.speculator_id == spec.id, Revision.revision == revision)
+                ).scalar_one()
+                row.parent, row.artifact_uri, row.sha256 = spec.stable_revision, artifact_uri, sha256
+                row.offline_metrics = dict(metrics)
             if run_id is not None:
                 run = s.execute(
                     select(AdaptationRun).where(AdaptationRun.run_id == run_id)
