@@ -24,11 +24,11 @@ def register(sub: Any) -> None:
     actions.required = True
     up = actions.add_parser("up", help="start it (building missing binaries); print the kubeconfig path")
     up.add_argument("--gpu-nodes", type=int, default=2, help="kwok nodes with nvidia.com/gpu capacity")
-    for action in (
-        up,
-        actions.add_parser("down", help="stop it"),
-        actions.add_parser("env", help="print env"),
-    ):
+    build = actions.add_parser("build", help="build missing etcd/Kubernetes/kwok binaries into the cache")
+    build.set_defaults(func=_build)
+    down = actions.add_parser("down", help="stop it and remove its data")
+    env = actions.add_parser("env", help="print `export KUBECONFIG=...`")
+    for action in (up, down, env):
         action.add_argument("--name", default="dev", help="cluster name (state under the cache directory)")
         action.set_defaults(func=_cluster)
 
@@ -47,6 +47,15 @@ def _operator(args: argparse.Namespace) -> int:
         priority=args.priority,
         liveness_endpoint=args.liveness,
     )
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from adaspec.operator.devcluster import build
+
+    del args
+    for name, path in build.build_all().items():
+        print(f"{name} {path}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -54,17 +55,34 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Any:
-        return self.api.call_api(
-            path,
-            method,
+        """Make one request; return the decoded JSON body or raise kubernetes' ApiException."""
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        if not hasattr(self.api, "param_serialize"):  # kubernetes < 35: the older generated client
+            return self.api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+        request = self.api.param_serialize(
+            method=method,
+            resource_path=path,
             query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            header_params=headers,
             body=body,
-            response_type="object",
             auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            _preload_content=True,
         )
+        response = self.api.call_api(*request)
+        response.read()
+        if response.status >= 400:
+            raise ApiException(http_resp=response)
+        return json.loads(response.data) if response.data else None
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the object, or None when it does not exist."""

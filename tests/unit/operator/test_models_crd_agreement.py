@@ -133,7 +133,8 @@ def test_every_crd_field_has_a_description() -> None:
 
     def walk(s: dict[str, Any], path: str) -> None:
         for name, sub in s.get("properties", {}).items():
-            if not sub.get("description") and path and name not in ("apiVersion", "kind", "metadata"):
+            described = isinstance(sub.get("description"), str) and sub["description"]
+            if not described and path and name not in ("apiVersion", "kind", "metadata"):
                 missing.append(f"{path}.{name}")
             walk(sub, f"{path}.{name}" if path else name)
         if "items" in s:

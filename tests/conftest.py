@@ -1,0 +1,65 @@
+"""Shared fixtures: `kube_cluster`, a real Kubernetes API server (started only when a test asks for it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class KubeCluster:
+    """A cluster to test against: its kubeconfig, and kubectl bound to it."""
+
+    kubeconfig: Path
+    kubectl_path: str
+    started_here: bool  # False when KUBECONFIG pointed at an existing cluster (kind, k3d, ...)
+
+    def env(self) -> dict[str, str]:
+        """Return os.environ with KUBECONFIG set to this cluster."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; raise with its stderr when `check` and it fails."""
+        proc = subprocess.run(
+            [self.kubectl_path, f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """Yield a Kubernetes cluster: the one KUBECONFIG names, else a local one started from the cache.
+
+    The local one (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok with fake GPU nodes)
+    is built by `adaspec.operator.devcluster.build` if missing and stopped, with all its processes, at the
+    end of the session.
+    """
+    from adaspec.operator.devcluster import build, cluster
+
+    existing = os.environ.get("KUBECONFIG")
+    if existing:
+        cached = build.binary_paths()["kubectl"]
+        kubectl = shutil.which("kubectl") or str(cached)
+        yield KubeCluster(Path(existing), kubectl, started_here=False)
+        return
+    state = tmp_path_factory.mktemp("kube-cluster")
+    running = cluster.start(state)
+    try:
+        yield KubeCluster(running.kubeconfig, str(running.kubectl), started_here=True)
+    finally:
+        cluster.stop(state, procs=running.procs, keep_logs=True)
