@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
-
 from adaspec.runtime.sampling import SamplingParams
 
 
@@ -40,12 +39,11 @@ class RequestInfo:
     prompt_ids: Sequence[int]
     tag: str | None = None  # workload / tenant tag, e.g. "python"
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    generator: torch.Generator | None = None  # the request's seeded RNG, for sampled drafts
 
 
-class StopDrafting(Protocol):
-    """Called after each drafted token with (position index from 0, confidence); True stops drafting."""
-
-    def __call__(self, position: int, confidence: float) -> bool: ...
+# Called after each drafted token with (position index from 0, confidence); True stops drafting.
+StopDrafting = Callable[[int, float], bool]
 
 
 @runtime_checkable

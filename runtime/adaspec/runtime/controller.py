@@ -1,0 +1,263 @@
+"""Confidence-aware controller: which proposer drafts, and how far ahead, at every step.
+
+It maximises expected tokens per second, E[accepted + 1] / (t_draft(k) + t_verify(k + 1))
+(Leviathan et al., arXiv 2211.17192, eq. for wall-clock speed-up), with acceptance estimated online
+per proposer, draft position and confidence bucket, and costs from a measured, online-updated cost
+model. Drafting stops once the probability that every drafted token is accepted falls below a
+threshold (SpecDec++, arXiv 2405.19715, shows the optimal stopping rule is a threshold rule).
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+CONF_EDGES = (0.2, 0.4, 0.6, 0.8, 0.95)  # confidence buckets: 6
+LEN_EDGES = (3, 5, 8)  # suffix match-length buckets: 4 (0 for model drafters)
+MAX_POS_BUCKET = 7
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Controller settings (the CRD's controller.* fields map here)."""
+
+    k_max: int = 8  # maximum lookahead
+    k_min: int = 0  # minimum lookahead whenever a proposer is available
+    confidence_threshold: float = 0.2  # stop drafting below this cumulative acceptance probability
+    exploration: float = 0.03  # probability of trying a proposer that is not the best
+    prior_acceptance: float = 0.5
+    prior_strength: float = 6.0  # pseudo-observations behind every estimate
+    decay: float = 0.995  # forgetting per observed draft token (tracks drift)
+    fixed_k: int | None = None  # fixed-lookahead mode (vLLM style): always k tokens, no stopping
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.k_min <= self.k_max:
+            raise ValueError(f"need 0 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
+        if self.k_max > 64:
+            raise ValueError(f"k_max must be <= 64, got {self.k_max}")
+        if not 0.0 <= self.confidence_threshold < 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1), got {self.confidence_threshold!r}")
+        if self.fixed_k is not None and not 1 <= self.fixed_k <= 64:
+            raise ValueError(f"fixed_k must be in 1..64, got {self.fixed_k!r}")
+
+
+def expected_tokens(accept_probs: Sequence[float]) -> float:
+    """Expected tokens per target pass when drafting tokens with these conditional acceptance probabilities.
+
+    E = 1 + sum_i prod_{j<=i} p_j (the +1 is the target's own recovered or bonus token).
+    """
+    e, cum = 1.0, 1.0
+    for p in accept_probs:
+        cum *= p
+        e += cum
+    return e
+
+
+def best_lookahead(
+    accept_probs: Sequence[float], t_draft: Callable[[int], float], t_verify: Callable[[int], float]
+) -> tuple[int, float]:
+    """Return (k, tokens per second) maximising expected throughput over k = 0..len(accept_probs)."""
+    best_k, best_v = 0, 1.0 / t_verify(1)
+    e, cum = 1.0, 1.0
+    for k, p in enumerate(accept_probs, start=1):
+        cum *= p
+        e += cum
+        v = e / (t_draft(k) + t_verify(k + 1))
+        if v > best_v:
+            best_k, best_v = k, v
+    return best_k, best_v
+
+
+def _bucket(x: float, edges: Sequence[float]) -> int:
+    return bisect.bisect_right(edges, x)
+
+
+class AcceptanceTable:
+    """Online acceptance estimates with exponential forgetting and hierarchical shrinkage.
+
+    Levels: proposer (root, shrunk to its prior), (proposer, position), (proposer, confidence,
+    match length), and the cell (proposer, position, confidence, match length) shrunk towards the
+    confidence level. Counts decay by `decay` per observed token, so estimates follow drift.
+    """
+
+    def __init__(self, cfg: ControllerConfig) -> None:
+        self.cfg = cfg
+        self._counts: dict[tuple[object, ...], list[float]] = {}  # key -> [accepted, trials, t]
+        self._t = 0
+        self.priors: dict[str, float] = {}
+
+    def _get(self, key: tuple[object, ...]) -> tuple[float, float]:
+        c = self._counts.get(key)
+        if c is None:
+            return 0.0, 0.0
+        f = self.cfg.decay ** (self._t - c[2])
+        return c[0] * f, c[1] * f
+
+    def _add(self, key: tuple[object, ...], accepted: bool) -> None:
+        a, n = self._get(key)
+        self._counts[key] = [a + float(accepted), n + 1.0, float(self._t)]
+
+    def _shrink(self, key: tuple[object, ...], parent: float) -> float:
+        a, n = self._get(key)
+        s = self.cfg.prior_strength
+        return (a + s * parent) / (n + s)
+
+    def root(self, name: str) -> float:
+        """Overall acceptance estimate of a proposer."""
+        return self._shrink((name,), self.priors.get(name, self.cfg.prior_acceptance))
+
+    def p_position(self, name: str, pos: int) -> float:
+        """Acceptance estimate of the token at draft position `pos`, before its confidence is known."""
+        return self._shrink((name, "pos", min(pos, MAX_POS_BUCKET)), self.root(name))
+
+    def p_token(self, name: str, pos: int, confidence: float, match_len: int = 0) -> float:
+        """Acceptance estimate of a drafted token given its position, confidence and match length."""
+        cb, lb = _bucket(confidence, CONF_EDGES), _bucket(match_len, LEN_EDGES)
+        conf_level = self._shrink((name, "conf", cb, lb), self.root(name))
+        return self._shrink((name, "cell", min(pos, MAX_POS_BUCKET), cb, lb), conf_level)
+
+    def update(self, name: str, confidences: Sequence[float], match_len: int, num_accepted: int) -> None:
+        """Record a verification: tokens before `num_accepted` accepted, the next one rejected."""
+        lb = _bucket(match_len, LEN_EDGES)
+        for pos, conf in enumerate(confidences[: num_accepted + 1]):
+            self._t += 1
+            ok = pos < num_accepted
+            cb = _bucket(conf, CONF_EDGES)
+            p = min(pos, MAX_POS_BUCKET)
+            for key in ((name,), (name, "pos", p), (name, "conf", cb, lb), (name, "cell", p, cb, lb)):
+                self._add(key, ok)
+
+
+class CostModel:
+    """Seconds per target pass by number of tokens verified, and per drafted token by proposer.
+
+    Seeded by start-up measurements, then updated with an exponential moving average of what
+    serving observes. Verify costs between measured sizes are interpolated linearly.
+    """
+
+    def __init__(self, verify_seconds: dict[int, float], draft_seconds_per_token: dict[str, float]) -> None:
+        if 1 not in verify_seconds:
+            raise ValueError("verify_seconds needs a measurement for 1 token")
+        self.verify = dict(verify_seconds)
+        self.draft = dict(draft_seconds_per_token)
+        self.alpha = 0.05
+
+    def t_verify(self, q: int) -> float:
+        """Seconds for one target pass over q tokens."""
+        if q in self.verify:
+            return self.verify[q]
+        sizes = sorted(self.verify)
+        i = bisect.bisect_left(sizes, q)
+        if i == 0:
+            return self.verify[sizes[0]]
+        if i == len(sizes):  # extrapolate with the last slope
+            if len(sizes) == 1:
+                return self.verify[sizes[0]]
+            a, b = sizes[-2], sizes[-1]
+            slope = (self.verify[b] - self.verify[a]) / (b - a)
+            return self.verify[b] + slope * (q - b)
+        a, b = sizes[i - 1], sizes[i]
+        w = (q - a) / (b - a)
+        return self.verify[a] * (1 - w) + self.verify[b] * w
+
+    def t_draft(self, name: str, k: int) -> float:
+        """Seconds to draft k tokens with a proposer."""
+        return self.draft.get(name, 0.0) * k
+
+    def observe_verify(self, q: int, seconds: float) -> None:
+        """Fold in a measured target pass."""
+        old = self.t_verify(q)
+        self.verify[q] = old + self.alpha * (seconds - old)
+
+    def observe_draft(self, name: str, k: int, seconds: float) -> None:
+        """Fold in a measured draft of k tokens."""
+        if k <= 0:
+            return
+        old = self.draft.get(name)
+        per = seconds / k
+        self.draft[name] = per if old is None else old + self.alpha * (per - old)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the controller expects of a proposer before it drafts."""
+
+    proposer: str
+    k: int  # 0: this proposer is not worth drafting with now
+    tokens_per_second: float
+
+
+class Controller:
+    """Chooses the proposer and lookahead per step and learns from every verification."""
+
+    def __init__(self, cfg: ControllerConfig, costs: CostModel) -> None:
+        self.cfg = cfg
+        self.costs = costs
+        self.table = AcceptanceTable(cfg)
+        self.rng = random.Random(cfg.seed)
+
+    def set_prior(self, name: str, acceptance: float) -> None:
+        """Set a proposer's prior acceptance (e.g. an adaptive draft's prequential accuracy)."""
+        self.table.priors[name] = min(max(acceptance, 0.01), 0.99)
+
+    def plan(self, name: str, k_cap: int) -> Plan:
+        """Best lookahead for a proposer from position-level estimates, before drafting."""
+        if self.cfg.fixed_k is not None:
+            k = min(self.cfg.fixed_k, k_cap)
+            return Plan(name, k, float("inf"))
+        ps = [self.table.p_position(name, i) for i in range(min(self.cfg.k_max, k_cap))]
+        k, v = best_lookahead(ps, lambda n: self.costs.t_draft(name, n), lambda q: self.costs.t_verify(q))
+        if k < self.cfg.k_min <= len(ps):
+            k = self.cfg.k_min
+            v = expected_tokens(ps[:k]) / (self.costs.t_draft(name, k) + self.costs.t_verify(k + 1))
+        return Plan(name, k, v)
+
+    def rank(self, names: Iterable[str], k_cap: int) -> list[Plan]:
+        """Plans for every proposer, best first; with probability `exploration` a random one leads."""
+        plans = sorted((self.plan(n, k_cap) for n in names), key=lambda p: -p.tokens_per_second)
+        if len(plans) > 1 and self.cfg.fixed_k is None and self.rng.random() < self.cfg.exploration:
+            pick = self.rng.randrange(1, len(plans))
+            chosen = plans.pop(pick)
+            plans.insert(0, Plan(chosen.proposer, max(chosen.k, 1), plans[0].tokens_per_second))
+        return plans
+
+    def plain_tokens_per_second(self) -> float:
+        """Throughput of decoding without speculation."""
+        return 1.0 / self.costs.t_verify(1)
+
+    def stopper(self, name: str, k_cap: int, match_len: int = 0) -> Callable[[int, float], bool]:
+        """A callback for Proposer.propose: stop once cumulative acceptance falls below the threshold."""
+        if self.cfg.fixed_k is not None:
+            return lambda pos, conf: pos + 1 >= k_cap
+        cum = [1.0]
+
+        def stop(pos: int, confidence: float) -> bool:
+            cum[0] *= self.table.p_token(name, pos, confidence, match_len)
+            return cum[0] < self.cfg.confidence_threshold or pos + 1 >= k_cap
+
+        return stop
+
+    def choose_k(
+        self, name: str, confidences: Sequence[float], match_len: int, draft_seconds: float
+    ) -> tuple[int, float]:
+        """Return (k, tokens/s): the prefix of a finished draft worth verifying.
+
+        Drafting time is already spent, so only the verify cost depends on k.
+        """
+        n = len(confidences)
+        if self.cfg.fixed_k is not None:
+            return n, float("inf")
+        ps = [self.table.p_token(name, i, c, match_len) for i, c in enumerate(confidences)]
+        k, v = best_lookahead(ps, lambda _k: draft_seconds, lambda q: self.costs.t_verify(q))
+        if k == 0:
+            v = 1.0 / (draft_seconds + self.costs.t_verify(1))
+        if k < min(self.cfg.k_min, n):
+            k = min(self.cfg.k_min, n)
+        return k, v
+
+    def observe(self, name: str, confidences: Sequence[float], match_len: int, num_accepted: int) -> None:
+        """Learn from one verification of a draft."""
+        self.table.update(name, confidences, match_len, num_accepted)

@@ -1,0 +1,334 @@
+"""The decoding loop: propose -> verify -> accept/rollback -> observe, and the plain baseline beside it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import torch
+from adaspec.runtime.controller import Controller, ControllerConfig, CostModel, Plan
+from adaspec.runtime.models import CachedLM
+from adaspec.runtime.proposers.adaptive import AdaptiveConfig
+from adaspec.runtime.proposers.base import Draft, Proposer, RequestInfo
+from adaspec.runtime.sampling import SamplingParams, logits_to_probs, sample
+from adaspec.runtime.stats import GenerationStats, ProposerStats
+from adaspec.runtime.verify import Verdict, verify_greedy, verify_sampling
+
+log = logging.getLogger("adaspec.engine")
+
+CHEAP_DRAFT_FRACTION = 0.05  # a proposer is "cheap" if drafting k_max costs < 5% of a target pass
+
+
+class ProposerError(ValueError):
+    """A proposer returned something verification cannot use."""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Generated token ids (prompt excluded), why generation stopped, and its statistics."""
+
+    token_ids: list[int]
+    finish_reason: str  # "length" or "stop"
+    stats: GenerationStats
+
+
+def validate_draft(draft: object, k_cap: int, vocab: int) -> Draft:
+    """Return the draft if verification can use it, else raise ProposerError saying what is wrong."""
+    if not isinstance(draft, Draft):
+        raise ProposerError(f"expected a Draft, got {type(draft).__name__}")
+    k = draft.k
+    if k > k_cap:
+        raise ProposerError(f"draft has {k} tokens, at most {k_cap} were asked for")
+    if any(not isinstance(t, int) or not 0 <= t < vocab for t in draft.token_ids):
+        raise ProposerError(f"draft token ids out of range [0, {vocab}): {draft.token_ids}")
+    if len(draft.confidence) != k or any(not 0.0 <= c <= 1.0 for c in draft.confidence):
+        raise ProposerError(f"confidence must hold {k} values in [0, 1], got {draft.confidence}")
+    if draft.probs is not None:
+        q = draft.probs
+        if tuple(q.shape) != (k, vocab):
+            raise ProposerError(f"draft probs have shape {tuple(q.shape)}, expected {(k, vocab)}")
+        if k and (not bool(torch.isfinite(q).all()) or bool((q < 0).any())):
+            raise ProposerError("draft probs contain NaN, infinite or negative values")
+        if k and float((q.sum(-1) - 1.0).abs().max()) > 1e-3:
+            raise ProposerError("draft probs rows do not sum to 1")
+        if k and bool((q[torch.arange(k), list(draft.token_ids)] <= 0).any()):
+            raise ProposerError("a drafted token has zero probability under its own proposal")
+    return draft
+
+
+class SpeculativeEngine:
+    """Lossless speculative decoding of one target with any set of proposers under a controller.
+
+    Proposers keep what they learn across `generate` calls (as in a server). With no proposers
+    this is plain autoregressive decoding in the same loop.
+    """
+
+    def __init__(
+        self,
+        target: CachedLM,
+        proposers: Sequence[Proposer],
+        controller: Controller | None,
+        eos_token_id: int | None = None,
+    ) -> None:
+        if proposers and controller is None:
+            raise ValueError("proposers need a controller")
+        self.target = target
+        self.proposers = {p.name: p for p in proposers}
+        self.controller = controller
+        self.eos_token_id = eos_token_id
+        self.vocab = target.vocab_size
+        self.totals = GenerationStats()  # across all requests served
+
+    # -- phases ------------------------------------------------------------------------
+    def _draft(
+        self, proposer: Proposer, context: list[int], k_cap: int, stats: GenerationStats
+    ) -> tuple[Draft, int, float] | None:
+        """Ask one proposer for a draft; return (draft, k worth verifying, expected tokens/s) or None."""
+        if self.controller is None:
+            return None
+        name = proposer.name
+        t0 = time.perf_counter()
+        try:
+            stop = self.controller.stopper(name, k_cap)
+            draft = validate_draft(proposer.propose(context, k_cap, stop), k_cap, self.vocab)
+        except Exception as exc:  # noqa: BLE001 - any proposer failure falls back to plain decoding
+            stats.per_speculator.setdefault(name, ProposerStats()).failures += 1
+            log.warning("event=proposer_failure proposer=%s error=%r", name, exc)
+            return None
+        seconds = time.perf_counter() - t0
+        self.controller.costs.observe_draft(name, draft.k, seconds)
+        if draft.k == 0:
+            return None
+        k, value = self.controller.choose_k(name, draft.confidence, draft.match_length, seconds)
+        return draft, k, value
+
+    def _propose(
+        self, active: dict[str, Proposer], context: list[int], k_cap: int, stats: GenerationStats
+    ) -> tuple[str, Draft, int] | None:
+        """Propose phase: cheap proposers draft first; an expensive one drafts if its plan beats them."""
+        if k_cap <= 0 or not active or self.controller is None:
+            return None
+        ctl = self.controller
+        plans: list[Plan] = ctl.rank(active, k_cap)
+        budget = CHEAP_DRAFT_FRACTION * ctl.costs.t_verify(1)
+        fixed = ctl.cfg.fixed_k is not None
+        best: tuple[float, str, Draft, int] | None = None
+        for plan in plans:
+            cheap = ctl.costs.t_draft(plan.proposer, ctl.cfg.k_max) < budget
+            if fixed or cheap:
+                got = self._draft(active[plan.proposer], context, k_cap, stats)
+            elif plan.k > 0 and (best is None or plan.tokens_per_second > best[0]):
+                got = self._draft(active[plan.proposer], context, k_cap, stats)
+            else:
+                continue
+            if got is not None and (best is None or got[2] > best[0]):
+                best = (got[2], plan.proposer, got[0], got[1])
+            if fixed and best is not None:
+                break
+        if best is None:
+            return None
+        value, name, draft, k = best
+        if k == 0 or (not fixed and ctl.cfg.k_min == 0 and value <= ctl.plain_tokens_per_second()):
+            return None
+        return name, draft, k
+
+    def _verify(
+        self,
+        context: list[int],
+        draft: Draft | None,
+        k: int,
+        sampling: SamplingParams,
+        gen: torch.Generator | None,
+    ) -> tuple[Verdict, torch.Tensor, float]:
+        """Verify phase: one target pass over the pending token plus k drafted tokens."""
+        tokens = list(draft.token_ids[:k]) if draft is not None else []
+        t0 = time.perf_counter()
+        logits = self.target.feed([context[-1], *tokens])  # [k+1, vocab]
+        if sampling.greedy:
+            verdict = verify_greedy(logits, tokens)
+        else:
+            p = logits_to_probs(logits, sampling)  # [k+1, vocab]
+            q = draft.probs[:k] if draft is not None and draft.probs is not None else None
+            verdict = verify_sampling(p, q, tokens, gen)
+        return verdict, logits, time.perf_counter() - t0
+
+    # -- the loop ----------------------------------------------------------------------
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        sampling: SamplingParams | None = None,
+        tag: str | None = None,
+    ) -> GenerationResult:
+        """Generate up to max_new_tokens tokens after prompt_ids; output equals the target's own decoding."""
+        sampling = sampling or SamplingParams()
+        prompt = [int(t) for t in prompt_ids]
+        _check_request(prompt, max_new_tokens, self.vocab, self.target.max_positions)
+        gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+        stats = GenerationStats(per_speculator={n: ProposerStats() for n in self.proposers})
+        request = RequestInfo(prompt_ids=tuple(prompt), tag=tag, sampling=sampling, generator=gen)
+        active = dict(self.proposers)
+        for pname, p in list(active.items()):
+            if not _safe(partial(p.begin, request), pname, stats):
+                del active[pname]
+
+        t0 = time.perf_counter()
+        self.target.reset()
+        if len(prompt) > 1:
+            self.target.feed(prompt[:-1])
+        stats.prefill_seconds = time.perf_counter() - t0
+
+        context = list(prompt)
+        out: list[int] = []
+        finish = "length"
+        t0 = time.perf_counter()
+        while len(out) < max_new_tokens:
+            # propose: at most remaining - 1 tokens, so that accepted + 1 never overshoots
+            proposal = self._propose(active, context, max_new_tokens - len(out) - 1, stats)
+            name: str | None = None
+            draft: Draft | None = None
+            k = 0
+            if proposal is not None:
+                name, draft, k = proposal
+            # verify
+            verdict, logits, seconds = self._verify(context, draft, k, sampling, gen)
+            stats.target_forward_passes += 1
+            # accept / rollback
+            committed = verdict.committed(draft.token_ids[:k] if draft is not None else ())
+            if self.eos_token_id is not None and self.eos_token_id in committed:
+                committed = committed[: committed.index(self.eos_token_id) + 1]
+                finish = "stop"
+            self.target.truncate(len(context) + verdict.num_accepted)
+            context.extend(committed)
+            out.extend(committed)
+            # observe
+            if self.controller is not None:
+                self.controller.costs.observe_verify(k + 1, seconds)
+                if name is not None and draft is not None:
+                    self.controller.observe(
+                        name, draft.confidence[:k], draft.match_length, verdict.num_accepted
+                    )
+                    stats.per_speculator[name].record(k, verdict.num_accepted)
+            rows = logits[: len(committed)]  # [n_committed, vocab]
+            for pname, p in list(active.items()):
+                if not _safe(partial(p.observe, context, len(committed), rows), pname, stats):
+                    del active[pname]
+            if finish == "stop":
+                break
+        stats.decode_seconds = time.perf_counter() - t0
+        stats.generated_tokens = len(out)
+        for pname, p in active.items():
+            _safe(partial(p.end, out), pname, stats)
+        self.totals.merge(stats)
+        return GenerationResult(token_ids=out, finish_reason=finish, stats=stats)
+
+
+def _safe(call: Callable[[], None], name: str, stats: GenerationStats) -> bool:
+    """Run a proposer lifecycle call; count and log a failure instead of raising."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - a speculator must never break generation
+        stats.per_speculator.setdefault(name, ProposerStats()).failures += 1
+        log.warning("event=proposer_failure proposer=%s error=%r", name, exc)
+        return False
+    return True
+
+
+def _check_request(prompt: list[int], max_new_tokens: int, vocab: int, max_positions: int) -> None:
+    if not prompt:
+        raise ValueError("prompt is empty: at least one token is needed")
+    if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    bad = [t for t in prompt if not 0 <= t < vocab]
+    if bad:
+        raise ValueError(f"prompt token ids out of range [0, {vocab}): {bad[:5]}")
+    if len(prompt) + max_new_tokens > max_positions:
+        raise ValueError(
+            f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the target's "
+            f"{max_positions} positions"
+        )
+
+
+def autoregressive_generate(
+    target: CachedLM,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    sampling: SamplingParams | None = None,
+    eos_token_id: int | None = None,
+) -> list[int]:
+    """The plain baseline: one target pass per token, no speculation; returns generated ids."""
+    sampling = sampling or SamplingParams()
+    prompt = [int(t) for t in prompt_ids]
+    _check_request(prompt, max_new_tokens, target.vocab_size, target.max_positions)
+    gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+    target.reset()
+    logits = target.feed(prompt)[-1:]  # [1, vocab]
+    out: list[int] = []
+    while len(out) < max_new_tokens:
+        if sampling.greedy:
+            token = int(logits[0].argmax())
+        else:
+            token = sample(logits_to_probs(logits, sampling)[0], gen)
+        out.append(token)
+        if token == eos_token_id or len(out) == max_new_tokens:
+            break
+        logits = target.feed([token])
+    return out
+
+
+def build_engine(
+    target_dir: Path,
+    static_draft_dir: Path | None = None,
+    strategy: str = "hybrid",
+    *,
+    device: str = "cpu",
+    fixed_k: int | None = None,
+    controller: ControllerConfig | None = None,
+    adaptive: AdaptiveConfig | None = None,
+) -> SpeculativeEngine:
+    """Load the target (and static draft), build the strategy's proposers, measure costs; return the engine.
+
+    `fixed_k` switches the controller to fixed lookahead (vLLM-style draft_model/ngram baselines).
+    """
+    from adaspec.runtime.calibrate import measure_step_seconds, measure_verify_seconds
+    from adaspec.runtime.models import check_draft_compatible, load_causal_lm
+    from adaspec.runtime.proposers.factory import BuildContext, build_proposer, proposers_for
+
+    names = proposers_for(strategy)
+    target_model = load_causal_lm(Path(target_dir), "target", device)
+    target = CachedLM(target_model, device)
+    draft_model = None
+    if static_draft_dir is not None:
+        draft_model = load_causal_lm(Path(static_draft_dir), "static draft", device)
+        check_draft_compatible(
+            Path(target_dir), Path(static_draft_dir), target.vocab_size, CachedLM(draft_model).vocab_size
+        )
+    elif "static" in names:
+        raise ValueError(f"strategy {strategy!r} needs a static draft (--static-draft DIR)")
+    cfg = controller or ControllerConfig()
+    if fixed_k is not None:
+        cfg = replace(cfg, fixed_k=fixed_k, k_max=max(cfg.k_max, fixed_k))
+    verify = measure_verify_seconds(target, range(1, cfg.k_max + 2)) if names else {1: 1.0}
+    costs = CostModel(verify, {})
+    ctl = Controller(cfg, costs)
+    ctx = BuildContext(
+        vocab_size=target.vocab_size,
+        k_max=cfg.k_max,
+        static_draft=draft_model,
+        static_draft_dir=static_draft_dir,
+        adaptive=adaptive,
+        device=device,
+        max_positions=target.max_positions,
+        on_estimate=ctl.set_prior,
+    )
+    proposers = [build_proposer(n, ctx) for n in names]
+    for p in proposers:
+        lm = getattr(p, "lm", None)
+        if isinstance(lm, CachedLM):
+            costs.draft[p.name] = measure_step_seconds(lm)
+    eos = getattr(target_model.config, "eos_token_id", None)
+    return SpeculativeEngine(target, proposers, ctl if names else None, eos if isinstance(eos, int) else None)

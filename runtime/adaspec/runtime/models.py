@@ -1,0 +1,154 @@
+"""Loading causal LMs from local Hugging Face directories, with a KV cache that rolls back exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedTokenizerBase
+from transformers import AutoTokenizer as _AutoTokenizer
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+class ModelLoadError(ValueError):
+    """A model directory is missing, unsafe, or incompatible."""
+
+
+def _check_model_dir(path: Path, role: str) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(f"{role} model directory {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{role} model directory {str(path)!r} has no config.json")
+    weights = sorted(p.name for p in path.glob("*.safetensors"))
+    if not weights:
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        hint = f" (found pickle-based {pickles}; convert them to safetensors)" if pickles else ""
+        raise ModelLoadError(f"{role} model directory {str(path)!r} has no *.safetensors weights{hint}")
+
+
+def tokenizer_fingerprint(path: Path) -> str:
+    """Return a sha256 over the tokenizer's vocabulary, merges and special tokens in `path`.
+
+    Two tokenizers with the same fingerprint map text to the same ids, which is what a draft
+    must share with its target.
+    """
+    tok_file = path / "tokenizer.json"
+    if not tok_file.is_file():
+        raise ModelLoadError(f"model directory {str(path)!r} has no tokenizer.json")
+    data = json.loads(tok_file.read_text(encoding="utf-8"))
+    relevant = {
+        "model": data.get("model"),
+        "added_tokens": [(t.get("id"), t.get("content")) for t in data.get("added_tokens", [])],
+        "pre_tokenizer": data.get("pre_tokenizer"),
+        "normalizer": data.get("normalizer"),
+    }
+    blob = json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """Load the (fast) tokenizer of a model directory."""
+    if not (path / "tokenizer.json").is_file():
+        raise ModelLoadError(f"model directory {str(path)!r} has no tokenizer.json")
+    tok: PreTrainedTokenizerBase = _AutoTokenizer.from_pretrained(str(path))
+    return tok
+
+
+def load_causal_lm(path: Path, role: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
+    """Load a causal LM from safetensors in `path` (never pickles), in eval mode on `device`."""
+    _check_model_dir(path, role)
+    kwargs: dict[str, Any] = {"use_safetensors": True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load {role} model from {str(path)!r}: {exc}") from exc
+    loaded: Any = model
+    return loaded.to(device).eval()
+
+
+def check_draft_compatible(target_dir: Path, draft_dir: Path, target_vocab: int, draft_vocab: int) -> None:
+    """Raise ModelLoadError naming both directories when the draft cannot serve the target."""
+    t_fp, d_fp = tokenizer_fingerprint(target_dir), tokenizer_fingerprint(draft_dir)
+    if t_fp != d_fp:
+        raise ModelLoadError(
+            f"draft tokenizer in {str(draft_dir)!r} (sha256 {d_fp[:12]}) differs from the target's in "
+            f"{str(target_dir)!r} (sha256 {t_fp[:12]}); a draft must share the target's tokenizer"
+        )
+    if draft_vocab != target_vocab:
+        raise ModelLoadError(
+            f"draft vocabulary size {draft_vocab} ({str(draft_dir)!r}) differs from the target's "
+            f"{target_vocab} ({str(target_dir)!r})"
+        )
+
+
+@dataclass
+class CachedLM:
+    """A causal LM plus its KV cache and the token ids the cache holds.
+
+    `feed` appends tokens and returns their logits; `truncate` drops cached positions (exact
+    rollback of rejected draft tokens); `sync` keeps the longest cached prefix of a context.
+    """
+
+    model: Any
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.cache = DynamicCache()
+        self.cached_ids: list[int] = []
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the output layer."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def max_positions(self) -> int:
+        """Longest sequence the model accepts."""
+        return int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+
+    def reset(self) -> None:
+        """Forget everything cached."""
+        self.cache = DynamicCache()
+        self.cached_ids = []
+
+    @torch.inference_mode()
+    def feed(self, ids: Sequence[int]) -> torch.Tensor:
+        """Run the model on `ids` after the cached ones; return logits [len(ids), vocab] (float32)."""
+        if not ids:
+            raise ValueError("feed needs at least one token")
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # [1, n]
+        out = self.model(input_ids=x, past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.cached_ids.extend(int(i) for i in ids)
+        logits: torch.Tensor = out.logits[0].float()  # [n, vocab]
+        return logits
+
+    def truncate(self, length: int) -> None:
+        """Keep only the first `length` cached positions."""
+        drop = len(self.cached_ids) - length
+        if drop < 0:
+            raise ValueError(f"cannot truncate a cache of {len(self.cached_ids)} to {length}")
+        if drop:
+            self.cache.crop(-drop)
+            del self.cached_ids[length:]
+
+    def sync(self, context: Sequence[int]) -> list[int]:
+        """Roll the cache back to its longest prefix shared with `context`; return the ids still to feed.
+
+        At least one id is always returned, so that feeding them yields the next-token logits.
+        """
+        n = 0
+        limit = min(len(self.cached_ids), len(context))
+        while n < limit and self.cached_ids[n] == context[n]:
+            n += 1
+        n = min(n, len(context) - 1)
+        self.truncate(n)
+        return list(context[n:])

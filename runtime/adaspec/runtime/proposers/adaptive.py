@@ -1,0 +1,233 @@
+"""`adaptive`: a small draft model distilled online toward the target from the traffic it serves.
+
+Online Speculative Decoding (Liu et al., arXiv 2310.07177): keep a buffer of served requests with
+the target's distributions at the generated positions, and periodically update the draft by
+distillation (cross-entropy to the target's top-k distribution, i.e. forward KL up to a constant).
+Prompt tokens, which the target did not generate, are used with a small weight as plain language
+modelling so that a new language is picked up quickly. Training runs in a background thread with a
+bounded compute share on a separate copy of the weights; the serving copy swaps weights only
+between requests, so a request always drafts with one consistent model.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from adaspec.runtime.models import CachedLM
+from adaspec.runtime.proposers.base import RequestInfo
+from adaspec.runtime.proposers.static import DraftModelProposer
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """Online learning settings."""
+
+    lr: float = 2e-3
+    soft_top_k: int = 8  # target logits kept per generated position
+    prompt_weight: float = 0.3  # weight of plain LM loss on prompt tokens (0 disables)
+    max_context: int = 384  # prompt tokens kept per example
+    buffer_size: int = 64  # examples kept for replay
+    batch_size: int = 4
+    steps_per_request: int = 2  # optimisation steps per served request
+    background: bool = False  # train in a worker thread (serving) or inline at request end (tests)
+    compute_share: float = 0.25  # background: fraction of wall time the worker may train
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.compute_share <= 1.0:
+            raise ValueError(f"compute_share must be in (0, 1], got {self.compute_share!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One served request, ready for distillation."""
+
+    tokens: torch.Tensor  # [T] long: prompt tail + generated tokens
+    gen_start: int  # index in `tokens` of the first generated token
+    top_ids: torch.Tensor  # [T - gen_start, K] long: target's top-k ids at each generated position
+    top_logp: torch.Tensor  # [T - gen_start, K] float: their log-probabilities
+
+
+class OnlineDistiller:
+    """Holds the training copy of the draft, the replay buffer, and the optimisation loop.
+
+    `add` may be called from the serving thread; `step` runs on whichever thread trains (the
+    worker, or the serving thread in inline mode) and is the only user of the training model.
+    """
+
+    def __init__(self, model: Any, cfg: AdaptiveConfig, on_estimate: Callable[[float], None] | None) -> None:
+        self.cfg = cfg
+        self.model = model.train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.buffer: deque[Example] = deque(maxlen=cfg.buffer_size)
+        self._pending: list[Example] = []
+        self.rng = random.Random(cfg.seed)
+        self.on_estimate = on_estimate
+        self._lock = threading.Lock()  # guards _pending and the published snapshot
+        self.version = 0
+        self.steps = 0
+        self.last_loss = float("nan")
+        self.prequential_accuracy: float | None = None  # EMA of top-1 agreement on unseen requests
+        self._snapshot: dict[str, torch.Tensor] | None = None
+
+    def add(self, ex: Example) -> None:
+        """Queue a served request for learning."""
+        with self._lock:
+            self._pending.append(ex)
+
+    @torch.no_grad()
+    def _agreement(self, ex: Example) -> float:
+        logits = self.model(input_ids=ex.tokens[None, :-1]).logits[0]  # [T-1, vocab]
+        pred = logits[ex.gen_start - 1 :].argmax(dim=-1)  # [T - gen_start]
+        return float((pred == ex.tokens[ex.gen_start :]).float().mean())
+
+    def _loss(self, ex: Example) -> torch.Tensor:
+        logits = self.model(input_ids=ex.tokens[None, :-1]).logits[0].float()  # [T-1, vocab]
+        logq = torch.log_softmax(logits, dim=-1)  # [T-1, vocab]
+        g = ex.gen_start - 1
+        soft = torch.softmax(ex.top_logp, dim=-1)  # [G, K] target top-k, renormalised
+        loss = -(soft * logq[g:].gather(-1, ex.top_ids)).sum(-1).mean()
+        if self.cfg.prompt_weight > 0 and g > 0:
+            lm = torch.nn.functional.nll_loss(logq[:g], ex.tokens[1 : g + 1])
+            loss = loss + self.cfg.prompt_weight * lm
+        return loss
+
+    def step(self) -> bool:
+        """One optimisation step on a replay batch (newest example first); False when nothing to learn.
+
+        New examples are scored before they are learned from (prequential accuracy: top-1
+        agreement with the target on traffic the draft has not trained on, an estimate of its
+        first-position acceptance rate).
+        """
+        with self._lock:
+            new, self._pending = self._pending, []
+        for ex in new:
+            acc = self._agreement(ex)
+            p = self.prequential_accuracy
+            self.prequential_accuracy = acc if p is None else 0.7 * p + 0.3 * acc
+            self.buffer.append(ex)
+        if new and self.on_estimate is not None and self.prequential_accuracy is not None:
+            self.on_estimate(self.prequential_accuracy)
+        if not self.buffer:
+            return False
+        batch = [self.buffer[-1]]
+        older = list(self.buffer)[:-1]
+        batch += self.rng.sample(older, min(len(older), self.cfg.batch_size - 1))
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for ex in batch:
+            loss = self._loss(ex) / len(batch)
+            loss.backward()  # type: ignore[no-untyped-call]
+            total += float(loss)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.steps += 1
+        self.last_loss = total
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        with self._lock:
+            self._snapshot = weights
+            self.version += 1
+        return True
+
+    def snapshot(self) -> tuple[int, dict[str, torch.Tensor] | None]:
+        """Return (version, weights) of the latest trained model."""
+        with self._lock:
+            return self.version, self._snapshot
+
+
+class AdaptiveProposer(DraftModelProposer):
+    """A draft model that keeps learning from the target's verified outputs."""
+
+    def __init__(
+        self,
+        lm: CachedLM,
+        cfg: AdaptiveConfig | None = None,
+        name: str = "adaptive",
+        on_estimate: Callable[[str, float], None] | None = None,
+    ) -> None:
+        super().__init__(lm, name=name)
+        self.cfg = cfg or AdaptiveConfig()
+        self.on_estimate = on_estimate
+        self.distiller = OnlineDistiller(copy.deepcopy(lm.model), self.cfg, self._report)
+        self._served_version = 0
+        self._prompt: list[int] = []
+        self._top_ids: list[torch.Tensor] = []  # [n, K] per observe
+        self._top_logp: list[torch.Tensor] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        if self.cfg.background:
+            self._worker = threading.Thread(target=self._run, name="adaspec-adaptive-trainer", daemon=True)
+            self._worker.start()
+
+    # -- serving -------------------------------------------------------------------------
+    def begin(self, request: RequestInfo) -> None:
+        """Swap in the newest trained weights (between requests only), then reset the cache."""
+        version, weights = self.distiller.snapshot()
+        if weights is not None and version != self._served_version:
+            self.lm.model.load_state_dict(weights)
+            self._served_version = version
+        super().begin(request)
+        self._prompt = list(request.prompt_ids)
+        self._top_ids, self._top_logp = [], []
+
+    def observe(self, context: Sequence[int], num_new: int, target_logits: torch.Tensor) -> None:
+        """Keep the target's top-k log-probabilities at the newly committed positions."""
+        logp = torch.log_softmax(target_logits.float(), dim=-1)  # [num_new, vocab]
+        top = torch.topk(logp, self.cfg.soft_top_k, dim=-1)
+        self._top_ids.append(top.indices.cpu())
+        self._top_logp.append(top.values.cpu())
+
+    def end(self, output_ids: Sequence[int]) -> None:
+        """Turn the finished request into a training example and learn from it."""
+        if not output_ids or not self._top_ids:
+            return
+        top_ids = torch.cat(self._top_ids)[: len(output_ids)]  # [G, K]
+        top_logp = torch.cat(self._top_logp)[: len(output_ids)]
+        prompt = self._prompt[-self.cfg.max_context :]
+        tokens = torch.tensor([*prompt, *output_ids], dtype=torch.long)  # [T]
+        ex = Example(tokens=tokens, gen_start=len(prompt), top_ids=top_ids, top_logp=top_logp)
+        if ex.gen_start < 1:
+            return  # nothing to condition the first generated token on
+        self.distiller.add(ex)
+        if self.cfg.background:
+            self._wake.set()
+        else:
+            for _ in range(self.cfg.steps_per_request):
+                self.distiller.step()
+
+    def _report(self, accuracy: float) -> None:
+        if self.on_estimate is not None:
+            self.on_estimate(self.name, accuracy)
+
+    # -- background training -------------------------------------------------------------
+    def _run(self) -> None:
+        share = self.cfg.compute_share
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            for _ in range(self.cfg.steps_per_request):
+                if self._stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                if not self.distiller.step():
+                    break
+                spent = time.perf_counter() - t0
+                self._stop.wait(spent * (1.0 - share) / share)
+
+    def close(self) -> None:
+        """Stop the background trainer (if any)."""
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=10)

@@ -1,0 +1,93 @@
+"""The one place proposers are built by name, and strategies are turned into proposer lists."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adaspec.runtime.models import CachedLM
+from adaspec.runtime.proposers.adaptive import AdaptiveConfig, AdaptiveProposer
+from adaspec.runtime.proposers.base import Proposer
+from adaspec.runtime.proposers.static import DraftModelProposer
+from adaspec.runtime.proposers.suffix import SuffixProposer
+
+# Strategy name -> proposers it runs (under the controller). "target-only" runs none.
+STRATEGIES: dict[str, tuple[str, ...]] = {
+    "target-only": (),
+    "static": ("static",),
+    "suffix": ("suffix",),
+    "adaptive": ("adaptive",),
+    "hybrid": ("static", "adaptive", "suffix"),
+    "ngram": ("ngram",),
+    "arctic-suffix": ("arctic-suffix",),
+}
+# Peers implemented in their own modules, each exposing build(vocab_size, max_tokens) -> Proposer.
+PEER_MODULES = {
+    "ngram": "adaspec.runtime.proposers.ngram",
+    "arctic-suffix": "adaspec.runtime.proposers.arctic",
+}
+PROPOSERS = ("static", "suffix", "adaptive", *PEER_MODULES)
+
+
+@dataclass
+class BuildContext:
+    """What proposers may be built from."""
+
+    vocab_size: int
+    k_max: int
+    static_draft: Any | None = None  # a loaded draft model (frozen)
+    static_draft_dir: Path | None = None
+    adaptive: AdaptiveConfig | None = None
+    device: str = "cpu"
+    max_positions: int = 2048
+    on_estimate: Callable[[str, float], None] | None = None
+
+
+def scratch_draft(ctx: BuildContext) -> Any:
+    """A freshly initialised one-layer Llama draft for the target's vocabulary (adaptive from scratch)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=ctx.vocab_size,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=ctx.max_positions,
+        tie_word_embeddings=True,
+    )
+    model: Any = LlamaForCausalLM(cfg)
+    return model.to(ctx.device).eval()
+
+
+def proposers_for(strategy: str) -> tuple[str, ...]:
+    """Proposer names a strategy runs; ValueError listing the valid strategies otherwise."""
+    try:
+        return STRATEGIES[strategy]
+    except KeyError:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}") from None
+
+
+def build_proposer(name: str, ctx: BuildContext) -> Proposer:
+    """Build one proposer by name; ValueError listing the valid names otherwise."""
+    if name == "static":
+        if ctx.static_draft is None:
+            raise ValueError("proposer 'static' needs a static draft model (--static-draft DIR)")
+        return DraftModelProposer(CachedLM(ctx.static_draft, ctx.device), name="static")
+    if name == "adaptive":
+        model = copy.deepcopy(ctx.static_draft) if ctx.static_draft is not None else scratch_draft(ctx)
+        return AdaptiveProposer(CachedLM(model, ctx.device), ctx.adaptive, on_estimate=ctx.on_estimate)
+    if name == "suffix":
+        return SuffixProposer()
+    if name in PEER_MODULES:
+        module = importlib.import_module(PEER_MODULES[name])
+        peer: Proposer = module.build(ctx.vocab_size, ctx.k_max)
+        return peer
+    raise ValueError(f"unknown proposer {name!r}; valid: {', '.join(PROPOSERS)}")

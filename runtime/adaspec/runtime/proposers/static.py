@@ -1,0 +1,63 @@
+"""`static`: a frozen draft model that drafts autoregressively with its own KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from adaspec.runtime.models import CachedLM
+from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
+from adaspec.runtime.sampling import SamplingParams, logits_to_probs, sample
+
+
+class DraftModelProposer:
+    """Drafts with a small causal LM sharing the target's tokenizer.
+
+    Greedy requests draft the argmax (a point mass, so `probs` is None); sampled requests draw each
+    token from the draft's distribution after the target's own transform and return it as `probs`.
+    The confidence of a token is the draft's plain softmax probability of it (EAGLE-2, arXiv
+    2406.16858, shows this tracks acceptance).
+    """
+
+    def __init__(self, lm: CachedLM, name: str = "static") -> None:
+        self.name = name
+        self.lm = lm
+        self._sampling = SamplingParams()
+        self._generator: torch.Generator | None = None
+
+    def begin(self, request: RequestInfo) -> None:
+        """Reset the draft cache for a new request."""
+        self.lm.reset()
+        self._sampling = request.sampling
+        self._generator = request.generator
+
+    def propose(self, context: Sequence[int], max_tokens: int, stop: StopDrafting | None) -> Draft:
+        """Draft up to max_tokens tokens, asking `stop` after each one."""
+        if max_tokens <= 0:
+            return Draft(token_ids=(), probs=None, confidence=())
+        logits = self.lm.feed(self.lm.sync(context))[-1]  # [vocab]
+        tokens: list[int] = []
+        confs: list[float] = []
+        rows: list[torch.Tensor] = []
+        greedy = self._sampling.greedy
+        for i in range(max_tokens):
+            plain = torch.softmax(logits.float(), dim=-1)  # [vocab]
+            if greedy:
+                token = int(plain.argmax())
+            else:
+                q = logits_to_probs(logits[None, :], self._sampling)[0]  # [vocab]
+                token = sample(q, self._generator)
+                rows.append(q)
+            tokens.append(token)
+            confs.append(float(plain[token]))
+            if i + 1 == max_tokens or (stop is not None and stop(i, confs[-1])):
+                break
+            logits = self.lm.feed([token])[-1]
+        probs = None if greedy else torch.stack(rows)  # [k, vocab]
+        return Draft(token_ids=tuple(tokens), probs=probs, confidence=tuple(confs))
+
+    def observe(self, context: Sequence[int], num_new: int, target_logits: torch.Tensor) -> None:
+        """Nothing to learn: the static draft is frozen (its cache re-syncs on the next propose)."""
+
+    def end(self, output_ids: Sequence[int]) -> None:
+        """Nothing to learn."""

@@ -1,0 +1,62 @@
+"""Sampling parameters and the logits -> probabilities transform shared by target and draft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How tokens are chosen. temperature == 0 means greedy (argmax); top_k == 0 means no top-k cut."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.temperature >= 0.0 and self.temperature <= 100.0):
+            raise ValueError(f"temperature must be in [0, 100], got {self.temperature!r}")
+        if not (0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k!r}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding is argmax (no randomness)."""
+        return self.temperature == 0.0
+
+
+def logits_to_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Return next-token probabilities [n, vocab] (float32) from logits [n, vocab].
+
+    Applies temperature, then top-k, then top-p (nucleus), exactly as for the target, so that
+    target and draft distributions are transformed identically (a requirement of lossless
+    speculative sampling). Greedy parameters yield a one-hot at the argmax.
+    """
+    logits = logits.float()  # [n, vocab]
+    if params.greedy:
+        out = torch.zeros_like(logits)
+        out.scatter_(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
+        return out
+    scaled = logits / params.temperature  # [n, vocab]
+    if params.top_k and params.top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, params.top_k, dim=-1).values[..., -1:]  # [n, 1]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)  # [n, vocab]
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least the first token).
+        cum_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        drop_sorted = cum_before >= params.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scaled = scaled.masked_fill(drop, float("-inf"))
+    return torch.softmax(scaled, dim=-1)
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    """Draw one token id from probabilities [vocab]."""
+    return int(torch.multinomial(probs, 1, generator=generator).item())

@@ -1,0 +1,106 @@
+"""Controller decisions from given estimates and costs."""
+
+from __future__ import annotations
+
+import pytest
+from adaspec.runtime.controller import (
+    Controller,
+    ControllerConfig,
+    CostModel,
+    best_lookahead,
+    expected_tokens,
+)
+
+
+def test_expected_tokens_matches_leviathan() -> None:
+    # a = 0.8, k = 4: E = (1 - a^5) / (1 - a) = 3.36 (arXiv 2211.17192)
+    assert expected_tokens([0.8] * 4) == pytest.approx(3.3616)
+    assert expected_tokens([]) == 1.0
+
+
+def test_speedup_formula_example() -> None:
+    # S = E / (k c + 1) with c = 0.05: 2.80 in ANCHORS.md
+    k, v = best_lookahead([0.8] * 4, lambda n: 0.05 * n, lambda q: 1.0)
+    assert k == 4
+    assert v == pytest.approx(3.3616 / 1.2, rel=1e-3)
+
+
+def test_k_is_zero_when_drafting_cannot_pay() -> None:
+    # drafting as expensive as the target and modest acceptance: never worth it
+    k, _ = best_lookahead([0.5] * 8, lambda n: 1.0 * n, lambda q: 1.0)
+    assert k == 0
+    # verification cost growing fast with q also kills speculation
+    k, _ = best_lookahead([0.6] * 8, lambda n: 0.0, lambda q: float(q))
+    assert k == 0
+
+
+def test_k_grows_with_estimated_acceptance() -> None:
+    ks = [
+        best_lookahead([a] * 12, lambda n: 0.08 * n, lambda q: 1.0 + 0.01 * q)[0]
+        for a in (0.3, 0.6, 0.8, 0.95)
+    ]
+    assert ks == sorted(ks)
+    assert ks[0] < ks[-1]
+    assert ks[-1] >= 8
+
+
+def _controller(**kw: object) -> Controller:
+    cfg = ControllerConfig(exploration=0.0, **kw)  # type: ignore[arg-type]
+    costs = CostModel({q: 1.0 + 0.02 * q for q in range(1, 10)}, {"static": 0.05, "adaptive": 0.05})
+    return Controller(cfg, costs)
+
+
+def test_switches_to_adaptive_when_it_overtakes_static() -> None:
+    ctl = _controller()
+    for _ in range(40):  # static: accepted 2 of 4, adaptive: 1 of 4
+        ctl.observe("static", [0.5] * 4, 0, 2)
+        ctl.observe("adaptive", [0.5] * 4, 0, 1)
+    assert ctl.rank(["static", "adaptive"], 8)[0].proposer == "static"
+    for _ in range(200):  # the adaptive draft learns: now it gets everything accepted
+        ctl.observe("adaptive", [0.5] * 4, 0, 4)
+    plans = ctl.rank(["static", "adaptive"], 8)
+    assert plans[0].proposer == "adaptive"
+    assert plans[0].k > ctl.plan("static", 8).k
+
+
+def test_prior_from_prequential_accuracy_moves_an_unobserved_proposer() -> None:
+    ctl = _controller()
+    low = ctl.plan("adaptive", 8)
+    ctl.set_prior("adaptive", 0.95)
+    high = ctl.plan("adaptive", 8)
+    assert high.k > low.k
+
+
+def test_stopper_stops_on_low_confidence_and_at_cap() -> None:
+    ctl = _controller(confidence_threshold=0.3)
+    for _ in range(100):
+        ctl.observe("static", [0.99, 0.99], 0, 2)  # high confidence: accepted
+        ctl.observe("static", [0.1], 0, 0)  # low confidence: rejected
+    stop = ctl.stopper("static", 8)
+    assert not stop(0, 0.99)
+    assert stop(1, 0.05)
+    capped = ctl.stopper("static", 2)
+    assert not capped(0, 0.99)
+    assert capped(1, 0.99)
+
+
+def test_fixed_mode_always_drafts_k() -> None:
+    ctl = _controller(fixed_k=4)
+    assert ctl.plan("static", 8).k == 4
+    assert ctl.plan("static", 2).k == 2
+    assert ctl.choose_k("static", [0.01] * 4, 0, 1.0)[0] == 4
+
+
+def test_bad_config_names_the_field() -> None:
+    with pytest.raises(ValueError, match="k_min"):
+        ControllerConfig(k_min=5, k_max=2)
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        ControllerConfig(confidence_threshold=1.5)
+
+
+def test_cost_model_interpolates_and_learns() -> None:
+    costs = CostModel({1: 1.0, 5: 2.0}, {})
+    assert costs.t_verify(3) == pytest.approx(1.5)
+    assert costs.t_verify(9) == pytest.approx(3.0)
+    costs.observe_draft("suffix", 4, 0.004)
+    assert costs.t_draft("suffix", 2) == pytest.approx(0.002)
