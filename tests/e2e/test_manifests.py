@@ -21,6 +21,7 @@ ALLOWED = [
     ("create", "servicemonitors.monitoring.coreos.com"),
     ("create", "events"),
     ("patch", "clusterkopfpeerings.kopf.dev"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
 DENIED = [
     ("get", "secrets"),
@@ -33,6 +34,8 @@ DENIED = [
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ("create", "jobs.batch"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("list", "namespaces"),
 ]
 
 
