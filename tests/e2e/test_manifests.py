@@ -72,3 +72,20 @@ def test_operator_deployment_is_locked_down(installed: Any) -> None:
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert set(c["resources"]["limits"]) == {"cpu", "memory"}
+
+
+def test_operator_pod_is_admitted_in_the_restricted_namespace(installed: Any) -> None:
+    import time
+
+    sel = "app.kubernetes.io/component=operator"
+    deadline = time.monotonic() + 60
+    phases: list[str] = []
+    while time.monotonic() < deadline:
+        out = installed.kubectl(
+            "get", "pods", "-n", "adaspec-system", "-l", sel, "-o", "jsonpath={.items[*].status.phase}"
+        )
+        phases = out.stdout.split()
+        if phases == ["Running"]:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"operator pod not Running under Pod Security 'restricted': {phases}")

@@ -276,6 +276,29 @@ def test_delete_removes_all_children(operator: Any, kube_cluster: Any) -> None:
     )
 
 
+def test_runtime_pods_pass_restricted_pod_security(operator: Any, kube_cluster: Any) -> None:
+    ns = "restricted"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+    }
+    kube_cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    body = {
+        "apiVersion": "adaspec.dev/v1alpha1",
+        "kind": "AdaptiveSpeculator",
+        "metadata": {"name": "locked", "namespace": ns},
+        "spec": {"targetModel": {"uri": "hf://org/target"}},
+    }
+    kube_cluster.kubectl("apply", "-f", "-", stdin=json.dumps(body))
+
+    def running() -> bool:
+        pods = get_json(kube_cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/instance=locked")["items"]
+        return any(p["status"].get("phase") == "Running" for p in pods)
+
+    wait_for(running, "a runtime pod admitted under the restricted Pod Security Standard", timeout=90)
+
+
 def test_operator_log_has_no_permission_errors(operator: Any) -> None:
     log = operator.tail(100000)
     assert "Forbidden" not in log and "forbidden" not in log, operator.tail()
