@@ -37,7 +37,10 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         sampling = SamplingParams(args.temperature, args.top_p, args.top_k, args.seed)
         draft = Path(args.static_draft) if args.static_draft else None
-        engine = build_engine(Path(args.target), draft, args.strategy, device=args.device)
+        revision = Path(args.adaptive_revision) if args.adaptive_revision else None
+        engine = build_engine(
+            Path(args.target), draft, args.strategy, device=args.device, adaptive_revision=revision
+        )
         tok = load_tokenizer(Path(args.target))
         ids = tok.encode(text, add_special_tokens=False)
         result = engine.generate(ids, args.max_new_tokens, sampling, tag=args.tag)

@@ -289,13 +289,17 @@ def build_engine(
     fixed_k: int | None = None,
     controller: ControllerConfig | None = None,
     adaptive: AdaptiveConfig | None = None,
+    adaptive_revision: Path | None = None,
 ) -> SpeculativeEngine:
     """Load the target (and static draft), build the strategy's proposers, measure costs; return the engine.
 
     `fixed_k` switches the controller to fixed lookahead (vLLM-style draft_model/ngram baselines).
+    `adaptive_revision` starts the adaptive draft from a saved revision (checksums and tokenizer checked);
+    otherwise it starts from the static draft, or from scratch without one.
     """
+    from adaspec.runtime.artifacts import load_revision
     from adaspec.runtime.calibrate import measure_step_seconds, measure_verify_seconds
-    from adaspec.runtime.models import check_draft_compatible, load_causal_lm
+    from adaspec.runtime.models import check_draft_compatible, load_causal_lm, tokenizer_fingerprint
     from adaspec.runtime.proposers.factory import BuildContext, build_proposer, proposers_for
 
     names = proposers_for(strategy)
@@ -309,6 +313,9 @@ def build_engine(
         )
     elif "static" in names:
         raise ValueError(f"strategy {strategy!r} needs a static draft (--static-draft DIR)")
+    init = None
+    if adaptive_revision is not None:
+        init, _ = load_revision(Path(adaptive_revision), tokenizer_fingerprint(Path(target_dir)), device)
     cfg = controller or ControllerConfig()
     if fixed_k is not None:
         cfg = replace(cfg, fixed_k=fixed_k, k_max=max(cfg.k_max, fixed_k))
@@ -319,6 +326,7 @@ def build_engine(
         vocab_size=target.vocab_size,
         k_max=cfg.k_max,
         static_draft=draft_model,
+        adaptive_init=init,
         static_draft_dir=static_draft_dir,
         adaptive=adaptive,
         device=device,

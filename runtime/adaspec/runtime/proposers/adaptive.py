@@ -18,9 +18,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from adaspec.runtime.artifacts import Manifest, save_revision
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.base import RequestInfo
 from adaspec.runtime.proposers.static import DraftModelProposer
@@ -224,6 +226,17 @@ class AdaptiveProposer(DraftModelProposer):
                     break
                 spent = time.perf_counter() - t0
                 self._stop.wait(spent * (1.0 - share) / share)
+
+    def save_revision(self, out_dir: Path, **manifest: Any) -> Manifest:
+        """Write the newest trained weights as a revision (see artifacts.save_revision for the fields)."""
+        model = copy.deepcopy(self.lm.model)
+        _, weights = self.distiller.snapshot()
+        if weights is not None:
+            model.load_state_dict(weights)
+        metrics = dict(manifest.pop("metrics", {}) or {})
+        if self.distiller.prequential_accuracy is not None:
+            metrics.setdefault("prequential_accuracy", round(self.distiller.prequential_accuracy, 4))
+        return save_revision(model, out_dir, metrics=metrics, **manifest)
 
     def close(self) -> None:
         """Stop the background trainer (if any)."""

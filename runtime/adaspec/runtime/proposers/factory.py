@@ -40,6 +40,7 @@ class BuildContext:
     vocab_size: int
     k_max: int
     static_draft: Any | None = None  # a loaded draft model (frozen)
+    adaptive_init: Any | None = None  # a loaded revision to start the adaptive draft from
     static_draft_dir: Path | None = None
     adaptive: AdaptiveConfig | None = None
     device: str = "cpu"
@@ -82,7 +83,8 @@ def build_proposer(name: str, ctx: BuildContext) -> Proposer:
             raise ValueError("proposer 'static' needs a static draft model (--static-draft DIR)")
         return DraftModelProposer(CachedLM(ctx.static_draft, ctx.device), name="static")
     if name == "adaptive":
-        model = copy.deepcopy(ctx.static_draft) if ctx.static_draft is not None else scratch_draft(ctx)
+        start = ctx.adaptive_init if ctx.adaptive_init is not None else ctx.static_draft
+        model = copy.deepcopy(start) if start is not None else scratch_draft(ctx)
         return AdaptiveProposer(CachedLM(model, ctx.device), ctx.adaptive, on_estimate=ctx.on_estimate)
     if name == "suffix":
         return SuffixProposer()
