@@ -158,6 +158,23 @@ def test_spec_update_rolls_pods_in_place(operator: Any, kube_cluster: Any) -> No
     assert after and not (after & before)
 
 
+def test_scale_subresource_scales_the_stable_deployment(operator: Any, kube_cluster: Any) -> None:
+    create_speculator(kube_cluster, "scaled")
+    wait_for(lambda: ready(kube_cluster, "scaled"), "scaled Ready", timeout=90)
+    kube_cluster.kubectl("scale", "aspec", "scaled", "-n", NS, "--replicas=3")
+    obj = wait_for(
+        lambda: (o := ready(kube_cluster, "scaled")) and o["status"]["readyReplicas"] == 3 and o,
+        "3 ready replicas",
+        timeout=90,
+    )
+    assert obj["spec"]["runtime"]["replicas"] == 3
+    dep = get_json(kube_cluster, "deployment", "scaled-stable", "-n", NS)
+    assert dep["spec"]["replicas"] == 3
+    path = f"/apis/adaspec.dev/v1alpha1/namespaces/{NS}/adaptivespeculators/scaled/scale"
+    scale = json.loads(kube_cluster.kubectl("get", "--raw", path).stdout)
+    assert scale["status"]["replicas"] == 3 and "adaspec.dev/role=stable" in scale["status"]["selector"]
+
+
 def test_canary_then_promotion(operator: Any, kube_cluster: Any) -> None:
     create_speculator(kube_cluster, "canary")
     wait_for(lambda: ready(kube_cluster, "canary"), "canary speculator Ready", timeout=90)
