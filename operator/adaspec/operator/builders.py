@@ -51,6 +51,7 @@ class Artifact:
     revision: str
     uri: str
     sha256: str = ""
+    phase: str = ""  # the SpeculatorRevision's status.phase (empty for `static`)
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:

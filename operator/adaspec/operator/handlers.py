@@ -86,15 +86,20 @@ def runtime_deployment_changed(
 
 
 @kopf.on.event(GROUP, VERSION, REVISIONS)
-def revision_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Make each revision owned by its speculator (not as controller), so deleting it removes them."""
+def revision_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """Own each revision by its speculator (not as controller) and reconcile it when a phase changes."""
     meta = body.get("metadata", {})
-    if type == "DELETED" or meta.get("ownerReferences"):
+    if type == "DELETED":
         return
     owner = memo.kube.get("AdaptiveSpeculator", meta["namespace"], body["spec"]["speculator"])
-    if owner is None:
+    if owner is None or owner["metadata"].get("deletionTimestamp"):
         return
-    ref = builders.owner_reference(builders.Owner.from_body(owner))
-    ref["controller"] = False
-    patch = {"metadata": {"ownerReferences": [ref]}}
-    memo.kube.patch("SpeculatorRevision", meta["namespace"], meta["name"], patch)
+    if not meta.get("ownerReferences"):
+        ref = builders.owner_reference(builders.Owner.from_body(owner))
+        ref["controller"] = False
+        patch = {"metadata": {"ownerReferences": [ref]}}
+        memo.kube.patch("SpeculatorRevision", meta["namespace"], meta["name"], patch)
+    try:
+        _run(kopf.Body(owner), memo, logger)
+    except (kopf.PermanentError, kopf.TemporaryError) as exc:
+        logger.warning("event=reconcile_failed speculator=%s error=%s", owner["metadata"]["name"], exc)

@@ -16,6 +16,9 @@ from adaspec.operator.status import Rollout, compute_status, status_patch
 Notify = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message) -> posts an Event
 
 
+ENDED_PHASES = ("Rejected", "RolledBack")  # revision phases that must not serve traffic as a canary
+
+
 class RevisionMissing(Exception):
     """A revision named in status or spec has no SpeculatorRevision object (yet)."""
 
@@ -41,7 +44,8 @@ def resolve_artifact(kube: Kube, owner: Owner, spec: AdaptiveSpeculatorSpec, rev
     if obj is None:
         raise RevisionMissing(f"SpeculatorRevision {owner.name}-{revision} not found")
     rspec = obj.get("spec", {})
-    return Artifact(revision=revision, uri=rspec.get("artifactUri", ""), sha256=rspec.get("sha256", ""))
+    phase = (obj.get("status") or {}).get("phase", "")
+    return Artifact(revision, uri=rspec.get("artifactUri", ""), sha256=rspec.get("sha256", ""), phase=phase)
 
 
 @dataclass
@@ -62,6 +66,11 @@ def reconcile(kube: Kube, body: Mapping[str, Any], notify: Notify) -> Outcome:
     if not spec.paused:
         stable = resolve_artifact(kube, owner, spec, stable_rev)
         canary = resolve_artifact(kube, owner, spec, canary_rev) if canary_rev else None
+        if canary is not None and canary.phase in ENDED_PHASES:
+            canary, canary_rev = (
+                None,
+                None,
+            )  # rejected or rolled back: never serve it, even before status says so
         plan = builders.plan_children(
             owner, spec, stable, canary, servicemonitor=kube.has_api_group("monitoring.coreos.com/v1")
         )

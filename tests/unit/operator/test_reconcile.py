@@ -99,3 +99,15 @@ def test_paused_changes_no_children() -> None:
     actions, _ = run(kube, body(spec={"paused": True, "runtime": {"image": "other"}}))
     assert actions == [] and kube.objects == before
     assert kube.status_patches[-1]["phase"] == "Paused"
+
+
+@pytest.mark.parametrize("phase", ["Rejected", "RolledBack"])
+def test_a_rejected_revision_never_serves_as_canary(phase: str) -> None:
+    kube = FakeKube()
+    kube.objects[("SpeculatorRevision", "ns", "s-r1")] = {
+        "spec": {"artifactUri": "u"},
+        "status": {"phase": phase},
+    }
+    run(kube, body(status={"canaryRevision": "r1"}))
+    assert ("Deployment", "ns", "s-canary") not in kube.objects
+    assert kube.status_patches[-1]["phase"] != "Canary"
