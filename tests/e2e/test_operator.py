@@ -252,6 +252,18 @@ def set_revision_phase(cluster: Any, name: str, phase: str) -> None:
     cluster.kubectl("patch", "specrev", name, "-n", NS, "--subresource=status", "--type=merge", "-p", patch)
 
 
+def test_a_missing_revision_degrades_and_recovers(operator: Any, kube_cluster: Any) -> None:
+    create_speculator(kube_cluster, "missing")
+    wait_for(lambda: ready(kube_cluster, "missing"), "missing Ready", timeout=90)
+    set_status(kube_cluster, "missing", {"canaryRevision": "r404"})
+    wait_for(lambda: status(kube_cluster, "missing").get("phase") == "Degraded", "phase Degraded")
+    events = get_json(kube_cluster, "events", "-n", NS, "--field-selector", "involvedObject.name=missing")
+    assert any(e["reason"] == "RevisionMissing" and e["type"] == "Warning" for e in events["items"])
+    assert get_json(kube_cluster, "deployment", "missing-canary", "-n", NS) is None
+    set_status(kube_cluster, "missing", {"canaryRevision": None})
+    wait_for(lambda: ready(kube_cluster, "missing"), "Ready again", timeout=90)
+
+
 def test_paused_stops_changes_and_pinned_revision_wins(operator: Any, kube_cluster: Any) -> None:
     create_speculator(kube_cluster, "pause")
     wait_for(lambda: ready(kube_cluster, "pause"), "pause Ready", timeout=90)

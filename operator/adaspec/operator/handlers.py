@@ -9,7 +9,7 @@ import kopf
 from adaspec.operator import builders
 from adaspec.operator.kube import Kube
 from adaspec.operator.models import GROUP, REVISIONS, SPECULATORS, VERSION, AdaptiveSpeculatorSpec
-from adaspec.operator.reconcile import RevisionMissing, reconcile, refresh_status, revisions
+from adaspec.operator.reconcile import reconcile, refresh_status
 from pydantic import ValidationError
 
 RESYNC_SECONDS = 30.0
@@ -34,9 +34,6 @@ def _run(body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
     except ValidationError as exc:
         notify("Warning", "InvalidSpec", str(exc).splitlines()[0])
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
-    except RevisionMissing as exc:
-        notify("Warning", "RevisionMissing", str(exc))
-        raise kopf.TemporaryError(str(exc), delay=10) from exc
     if outcome.actions or outcome.status:
         logger.info("event=reconciled actions=%s status_keys=%s", outcome.actions, sorted(outcome.status))
 
@@ -79,8 +76,7 @@ def runtime_deployment_changed(
         spec = AdaptiveSpeculatorSpec.model_validate(owner["spec"])
     except ValidationError:
         return  # reported by the speculator's own handler
-    stable_rev, canary_rev = revisions(spec, owner.get("status") or {})
-    patch = refresh_status(memo.kube, owner, spec, stable_rev, canary_rev)
+    patch = refresh_status(memo.kube, owner, spec)
     if patch:
         logger.debug("event=status_refreshed speculator=%s keys=%s", owner_name, sorted(patch))
 

@@ -48,6 +48,38 @@ def resolve_artifact(kube: Kube, owner: Owner, spec: AdaptiveSpeculatorSpec, rev
     return Artifact(revision, uri=rspec.get("artifactUri", ""), sha256=rspec.get("sha256", ""), phase=phase)
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """The revisions to serve, as far as their SpeculatorRevisions allow."""
+
+    stable_revision: str
+    stable: Artifact | None  # None when the stable revision's object is missing: change nothing
+    canary_revision: str | None  # None when unset, missing, Rejected or RolledBack
+    canary: Artifact | None
+    problem: str | None  # why the speculator is Degraded, if it is
+
+
+def resolve(kube: Kube, owner: Owner, spec: AdaptiveSpeculatorSpec, status: Mapping[str, Any]) -> Resolved:
+    """Return the stable and canary artifacts to serve; a missing revision is a problem, not an error."""
+    stable_rev, canary_rev = revisions(spec, status)
+    problems: list[str] = []
+    try:
+        stable: Artifact | None = resolve_artifact(kube, owner, spec, stable_rev)
+    except RevisionMissing as exc:
+        stable = None
+        problems.append(str(exc))
+    canary: Artifact | None = None
+    if canary_rev:
+        try:
+            canary = resolve_artifact(kube, owner, spec, canary_rev)
+        except RevisionMissing as exc:
+            problems.append(str(exc))
+        if canary is None or canary.phase in ENDED_PHASES:
+            # Rejected or rolled back: never serve it, even before the status says so.
+            canary, canary_rev = None, None
+    return Resolved(stable_rev, stable, canary_rev, canary, "; ".join(problems) or None)
+
+
 @dataclass
 class Outcome:
     """What one reconciliation did."""
@@ -60,19 +92,17 @@ def reconcile(kube: Kube, body: Mapping[str, Any], notify: Notify) -> Outcome:
     """Apply the children the speculator should have, delete the canary it should not, refresh status."""
     owner = Owner.from_body(body)
     spec = AdaptiveSpeculatorSpec.model_validate(body["spec"])
-    old_status: Mapping[str, Any] = body.get("status") or {}
-    stable_rev, canary_rev = revisions(spec, old_status)
+    resolved = resolve(kube, owner, spec, body.get("status") or {})
     outcome = Outcome()
-    if not spec.paused:
-        stable = resolve_artifact(kube, owner, spec, stable_rev)
-        canary = resolve_artifact(kube, owner, spec, canary_rev) if canary_rev else None
-        if canary is not None and canary.phase in ENDED_PHASES:
-            canary, canary_rev = (
-                None,
-                None,
-            )  # rejected or rolled back: never serve it, even before status says so
+    if resolved.problem:
+        notify("Warning", "RevisionMissing", resolved.problem)
+    if not spec.paused and resolved.stable is not None:
         plan = builders.plan_children(
-            owner, spec, stable, canary, servicemonitor=kube.has_api_group("monitoring.coreos.com/v1")
+            owner,
+            spec,
+            resolved.stable,
+            resolved.canary,
+            servicemonitor=kube.has_api_group("monitoring.coreos.com/v1"),
         )
         for obj in plan.apply:
             result = kube.apply(obj)
@@ -85,32 +115,31 @@ def reconcile(kube: Kube, body: Mapping[str, Any], notify: Notify) -> Outcome:
                 action = f"deleted Deployment {name}"
                 outcome.actions.append(action)
                 notify("Normal", "Deleted", action)
-    outcome.status = refresh_status(kube, body, spec, stable_rev, canary_rev)
+    outcome.status = refresh_status(kube, body, spec, resolved)
     return outcome
 
 
 def refresh_status(
-    kube: Kube,
-    body: Mapping[str, Any],
-    spec: AdaptiveSpeculatorSpec,
-    stable_rev: str,
-    canary_rev: str | None,
+    kube: Kube, body: Mapping[str, Any], spec: AdaptiveSpeculatorSpec, resolved: Resolved | None = None
 ) -> dict[str, Any]:
     """Read the Deployments, compute status, patch what changed; return the patch (empty if none)."""
     owner = Owner.from_body(body)
     old: Mapping[str, Any] = body.get("status") or {}
+    if resolved is None:
+        resolved = resolve(kube, owner, spec, old)
     stable_dep = kube.get("Deployment", owner.namespace, builders.deployment_name(owner, "stable"))
     canary_dep = kube.get("Deployment", owner.namespace, builders.deployment_name(owner, "canary"))
     new = compute_status(
         generation=int(body["metadata"].get("generation", 0)),
         paused=spec.paused,
-        stable_revision=stable_rev,
-        canary_revision=canary_rev,
+        stable_revision=resolved.stable_revision,
+        canary_revision=resolved.canary_revision,
         stable=Rollout.from_deployment(stable_dep) if stable_dep else None,
-        canary=Rollout.from_deployment(canary_dep) if canary_dep and canary_rev else None,
+        canary=Rollout.from_deployment(canary_dep) if canary_dep and resolved.canary_revision else None,
         old_conditions=old.get("conditions") or [],
         selector=builders.selector_string(builders.role_selector(owner, "stable")),
         now=now_rfc3339(),
+        problem=resolved.problem,
     )
     patch = status_patch(old, new)
     if patch:

@@ -90,12 +90,13 @@ def compute_status(
     old_conditions: Sequence[Mapping[str, Any]],
     selector: str,
     now: str,
+    problem: str | None = None,
 ) -> dict[str, Any]:
     """Return the operator-owned status fields for the observed children.
 
-    The phase is, in order of precedence: Paused, Degraded (a rollout failed), Canary (a canary revision is
-    set), Ready (the stable rollout is complete), Progressing (a rollout is under way), Pending (no stable
-    Deployment yet).
+    The phase is, in order of precedence: Paused, Degraded (a rollout failed or a revision is missing),
+    Canary (a canary revision is set), Ready (the stable rollout is complete), Progressing (a rollout is
+    under way), Pending (no stable Deployment yet).
     """
     ready = stable is not None and stable.complete
     failed = [r.failed_reason for r in (stable, canary) if r is not None and r.failed_reason]
@@ -114,7 +115,9 @@ def compute_status(
         canary_cond = _condition("Canary", True, reason, msg, generation)
     else:
         canary_cond = _condition("Canary", False, "NoCanary", "no canary revision", generation)
-    if failed:
+    if problem:
+        degraded = _condition("Degraded", True, "RevisionMissing", problem, generation)
+    elif failed:
         degraded = _condition("Degraded", True, failed[0], "a runtime rollout failed", generation)
     else:
         degraded = _condition("Degraded", False, "AsExpected", "no failed rollout", generation)
@@ -122,7 +125,7 @@ def compute_status(
     phase: Phase
     if paused:
         phase, message = "Paused", "spec.paused is set: children are not changed"
-    elif failed:
+    elif failed or problem:
         phase, message = "Degraded", str(degraded["message"])
     elif canary_revision:
         phase, message = "Canary", str(canary_cond["message"])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from adaspec.operator.kube import ApplyResult
-from adaspec.operator.reconcile import RevisionMissing, reconcile
+from adaspec.operator.reconcile import reconcile
 
 
 class FakeKube:
@@ -82,8 +82,10 @@ def test_second_pass_changes_nothing() -> None:
 
 def test_canary_needs_its_revision_object_and_is_deleted_when_unset() -> None:
     kube = FakeKube()
-    with pytest.raises(RevisionMissing, match="s-r1"):
-        run(kube, body(status={"canaryRevision": "r1"}))
+    run(kube, body())
+    actions, events = run(kube, body(status={"canaryRevision": "r1"}))
+    assert actions == [] and events == [("Warning", "RevisionMissing", "SpeculatorRevision s-r1 not found")]
+    assert kube.status_patches[-1]["phase"] == "Degraded"
     kube.objects[("SpeculatorRevision", "ns", "s-r1")] = {"spec": {"artifactUri": "s3://r1", "sha256": ""}}
     actions, _ = run(kube, body(status={"canaryRevision": "r1"}))
     assert "created Deployment s-canary" in actions
@@ -111,3 +113,14 @@ def test_a_rejected_revision_never_serves_as_canary(phase: str) -> None:
     run(kube, body(status={"canaryRevision": "r1"}))
     assert ("Deployment", "ns", "s-canary") not in kube.objects
     assert kube.status_patches[-1]["phase"] != "Canary"
+
+
+def test_a_missing_stable_revision_changes_no_children_and_degrades() -> None:
+    kube = FakeKube()
+    run(kube, body())
+    before = dict(kube.objects)
+    actions, _ = run(kube, body(status={"stableRevision": "r5"}))
+    assert actions == [] and kube.objects == before
+    assert kube.status_patches[-1]["phase"] == "Degraded"
+    degraded = [c for c in kube.status_patches[-1]["conditions"] if c["type"] == "Degraded"]
+    assert degraded[0]["reason"] == "RevisionMissing"

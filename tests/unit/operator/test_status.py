@@ -100,3 +100,16 @@ def test_pinned_revision_overrides_promotion_and_canary() -> None:
     assert revisions(AdaptiveSpeculatorSpec.model_validate(base), {}) == ("static", None)
     pinned = AdaptiveSpeculatorSpec.model_validate({**base, "pinnedRevision": "r1"})
     assert revisions(pinned, st) == ("r1", None)
+
+
+def test_a_missing_revision_degrades() -> None:
+    s = status(problem="SpeculatorRevision x-r1 not found")
+    assert s["phase"] == "Degraded"
+    assert cond(s, "Degraded") | {"lastTransitionTime": None} == {
+        "type": "Degraded",
+        "status": "True",
+        "reason": "RevisionMissing",
+        "message": "SpeculatorRevision x-r1 not found",
+        "observedGeneration": 3,
+        "lastTransitionTime": None,
+    }
