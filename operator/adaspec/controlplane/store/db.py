@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
@@ -118,5 +118,5 @@ def release_lease(factory: sessionmaker[Session], name: str, holder: str) -> Non
         s.execute(
             update(Lease)
             .where(Lease.name == name, Lease.holder == holder)
-            .values(expires_at=datetime(1970, 1, 1).astimezone())
+            .values(expires_at=datetime(1970, 1, 1, tzinfo=UTC))
         )
