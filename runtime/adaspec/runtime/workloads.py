@@ -185,9 +185,7 @@ def cut_prompts(
     if count <= 0 or lo_tokens <= 0 or hi_tokens < lo_tokens:
         raise WorkloadError(f"need count > 0 and 0 < min <= max prompt tokens, got {count=} {prompt_tokens=}")
     excluded = set(exclude)
-    eligible = [
-        f for f in corpus.files if f not in excluded and (not heldout_only or is_heldout(f))
-    ]
+    eligible = [f for f in corpus.files if f not in excluded and (not heldout_only or is_heldout(f))]
     report = CutReport(corpus.lang, str(corpus.path), len(corpus.files), len(eligible), 0)
     report.excluded_files = len(corpus.files) - len(eligible)
     rng = random.Random(f"{seed}:{corpus.lang}")

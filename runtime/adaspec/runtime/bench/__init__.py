@@ -1,0 +1,1 @@
+"""Benchmarks on a real pretrained model: the workload-drift benchmark (issue 3)."""

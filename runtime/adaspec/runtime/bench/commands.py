@@ -1,0 +1,85 @@
+"""Handlers of `adaspec train-draft` and `adaspec bench drift`: parse once, run, print figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from adaspec.cli.main import CommandError
+from adaspec.runtime.bench.args import DRIFT_STRATEGIES, PRETRAINED_ALIAS
+
+
+def resolve_target(text: str) -> Path:
+    """Return the target directory: the converted SmolLM2 for the alias, else the given directory."""
+    from adaspec.runtime.pretrained import PretrainedError, ensure_pretrained
+
+    if text != PRETRAINED_ALIAS:
+        path = Path(text).expanduser()
+        if not (path / "config.json").is_file():
+            raise CommandError(f"--target {text!r} is neither {PRETRAINED_ALIAS!r} nor a model directory")
+        return path
+    try:
+        converted = ensure_pretrained()
+    except PretrainedError as exc:
+        raise CommandError(str(exc)) from exc
+    if converted.converted_now:
+        print(
+            f"converted {converted.gguf_path.name} -> {converted.path} in {converted.seconds:.1f} s",
+            file=sys.stderr,
+        )
+    return converted.path
+
+
+def parse_strategies(text: str) -> list[str]:
+    """Return the strategy names in order; CommandError names an unknown one and lists the valid ones."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in DRIFT_STRATEGIES]
+    if unknown or not names:
+        raise CommandError(f"unknown strategy {unknown or text!r}; valid: {', '.join(DRIFT_STRATEGIES)}")
+    return list(dict.fromkeys(names))
+
+
+def run_train_draft(args: argparse.Namespace) -> int:
+    """Train (or reuse) a static draft and print its size, time and loss."""
+    from adaspec.runtime.train_draft import DraftRecipe, ensure_draft
+    from adaspec.runtime.workloads import CorpusSpec, WorkloadError
+
+    try:
+        spec = CorpusSpec.parse(args.corpus)
+        target = resolve_target(args.target)
+        recipe = DraftRecipe(
+            lang=spec.lang, layers=args.layers, budget_minutes=args.budget_minutes, seed=args.seed
+        )
+        out, manifest, built = ensure_draft(target, spec, Path(args.out).expanduser(), recipe)
+    except (WorkloadError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    report = dict(manifest["report"])
+    files = report.pop("training_files")
+    if args.json:
+        print(json.dumps({"out": str(out), "built_now": built, **report, "training_files": len(files)}))
+        return 0
+    how = "trained now" if built else "reused: same recipe hash"
+    print(f"draft: {out} ({how} {report['recipe_hash'][:12]})")
+    print(
+        f"size: {report['size_bytes'] / 1e6:.1f} MB, {report['parameters'] / 1e6:.1f} M parameters "
+        f"({report['trainable_parameters'] / 1e6:.1f} M trained)"
+    )
+    print(
+        f"training: {report['seconds']:.0f} s, {report['steps']} steps, {report['tokens']} tokens, "
+        f"{len(files)} {spec.lang} files"
+    )
+    print(
+        f"loss (forward KL to the target): train {report['final_train_kl']:.3f}; held-out "
+        f"{report['eval_kl_before']:.3f} -> {report['eval_kl_after']:.3f}; top-1 agreement "
+        f"{report['eval_top1_agreement_before']:.3f} -> {report['eval_top1_agreement_after']:.3f}"
+    )
+    return 0
+
+
+def run_bench_drift(args: argparse.Namespace) -> int:
+    """Run the drift benchmark and write results.json, drift.png and report.md."""
+    from adaspec.runtime.bench.drift import run_from_args
+
+    return run_from_args(args)

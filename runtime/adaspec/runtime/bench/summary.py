@@ -1,0 +1,173 @@
+"""Per-request records of the drift benchmark, and the pure aggregation of them into figures and goals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PEERS = ("ngram", "arctic-suffix")
+BASELINE = "target-only"
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request served by one strategy."""
+
+    strategy: str
+    phase: str  # the corpus language of the phase, e.g. "go"
+    index: int  # position of the request in the whole run (all phases), from 0
+    generated_tokens: int
+    target_forward_passes: int
+    drafts: int
+    draft_tokens: int
+    accepted_tokens: int
+    elapsed_s: float
+    token_ids: tuple[int, ...]  # [generated_tokens]
+    failures: int = 0  # proposer failures that fell back to plain decoding
+
+
+def figures(records: Sequence[RequestRecord]) -> dict[str, float]:
+    """Return pooled figures over records: tokens per target pass, acceptance, tokens/s (NaN if empty).
+
+    Pooled (total generated / total passes), not a mean of per-request ratios, so long and short
+    requests weigh by their tokens, as in vLLM's counters.
+    """
+    gen = sum(r.generated_tokens for r in records)
+    passes = sum(r.target_forward_passes for r in records)
+    drafted = sum(r.draft_tokens for r in records)
+    accepted = sum(r.accepted_tokens for r in records)
+    elapsed = sum(r.elapsed_s for r in records)
+    nan = float("nan")
+    return {
+        "requests": float(len(records)),
+        "generated_tokens": float(gen),
+        "mean_accepted_length": gen / passes if passes else nan,
+        "acceptance_rate": accepted / drafted if drafted else nan,
+        "tokens_per_second": gen / elapsed if elapsed > 0 else nan,
+        "proposer_failures": float(sum(r.failures for r in records)),
+    }
+
+
+def windows(records: Sequence[RequestRecord], size: int) -> list[list[RequestRecord]]:
+    """Split records (in request order) into consecutive windows of `size` (the last may be shorter)."""
+    if size <= 0:
+        raise ValueError(f"window size must be > 0, got {size!r}")
+    ordered = sorted(records, key=lambda r: r.index)
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def summarize(
+    records: Sequence[RequestRecord], phases: Sequence[str], strategies: Sequence[str], window: int = 8
+) -> dict[str, Any]:
+    """Return `strategies.<name>.phases.<lang>` figures, speed-ups and token matches, with windows.
+
+    `speedup_vs_target_only` divides by target-only's tokens/s in the same phase of the same run;
+    `tokens_match_target_only` is True when every request produced target-only's exact tokens
+    (meaningful for greedy runs; None when target-only was not run).
+    """
+    by_key: dict[tuple[str, str], list[RequestRecord]] = {}
+    for r in records:
+        by_key.setdefault((r.strategy, r.phase), []).append(r)
+    base_tokens = {(r.phase, r.index): r.token_ids for r in records if r.strategy == BASELINE}
+    out: dict[str, Any] = {}
+    for name in strategies:
+        phase_out: dict[str, Any] = {}
+        for lang in phases:
+            recs = sorted(by_key.get((name, lang), []), key=lambda r: r.index)
+            fig: dict[str, Any] = figures(recs)
+            base = figures(by_key.get((BASELINE, lang), []))["tokens_per_second"]
+            fig["speedup_vs_target_only"] = fig["tokens_per_second"] / base if base == base and base else None
+            if base_tokens:
+                matches = sum(1 for r in recs if base_tokens.get((lang, r.index)) == r.token_ids)
+                fig["tokens_match_target_only"] = matches == len(recs)
+                fig["requests_matching_target_only"] = matches
+            else:
+                fig["tokens_match_target_only"] = None
+            fig["windows"] = [
+                {"first_request": w[0].index, "last_request": w[-1].index, **figures(w)}
+                for w in windows(recs, window)
+            ]
+            phase_out[lang] = fig
+        out[name] = {"phases": phase_out}
+    return out
+
+
+def _last_third(recs: Sequence[RequestRecord]) -> list[RequestRecord]:
+    ordered = sorted(recs, key=lambda r: r.index)
+    return ordered[len(ordered) - max(1, len(ordered) // 3) :]
+
+
+def _mal(recs: Sequence[RequestRecord]) -> float:
+    return figures(recs)["mean_accepted_length"]
+
+
+def goals(records: Sequence[RequestRecord], phases: Sequence[str], window: int = 8) -> list[dict[str, Any]]:
+    """Evaluate the issue's goals from the records; each item: goal, phase, measured, target, met.
+
+    Goals whose strategies were not run are left out. `met` is None when a figure is undefined.
+    """
+    by: dict[tuple[str, str], list[RequestRecord]] = {}
+    for r in records:
+        by.setdefault((r.strategy, r.phase), []).append(r)
+    ran = {r.strategy for r in records}
+    result: list[dict[str, Any]] = []
+
+    def add(goal: str, phase: str, measured: float, target: float) -> None:
+        ok = None if measured != measured or target != target else measured >= target
+        result.append({"goal": goal, "phase": phase, "measured": measured, "target": target, "met": ok})
+
+    if {"hybrid", "static"} <= ran and phases:
+        first = phases[0]
+        add(
+            "hybrid / static mean accepted length (safety net)",
+            first,
+            _ratio(_mal(by[("hybrid", first)]), _mal(by[("static", first)])),
+            0.98,
+        )
+    for lang in phases[1:]:
+        tail = {name: _mal(_last_third(by.get((name, lang), []))) for name in ran}
+        if {"hybrid", "static"} <= ran:
+            add(
+                "hybrid / static mean accepted length, last third",
+                lang,
+                _ratio(tail["hybrid"], tail["static"]),
+                1.5,
+            )
+        peers = [tail[p] for p in PEERS if p in ran and tail[p] == tail[p]]
+        if "hybrid" in ran and peers:
+            add(
+                "hybrid / best peer mean accepted length, last third",
+                lang,
+                _ratio(tail["hybrid"], max(peers)),
+                1.15,
+            )
+    if "hybrid" in ran:
+        for prev, lang in zip(phases, phases[1:], strict=False):
+            need = 0.9 * _mal(by.get(("hybrid", prev), []))
+            add(
+                "hybrid requests to recover 90% of the previous phase's accepted length (<= 16)",
+                lang,
+                float(recovery_requests(by.get(("hybrid", lang), []), need, window)),
+                16.0,
+            )
+            result[-1]["met"] = None if need != need else result[-1]["measured"] <= 16
+    if {"hybrid", BASELINE} <= ran:
+        for lang in phases:
+            h = figures(by.get(("hybrid", lang), []))["tokens_per_second"]
+            b = figures(by.get((BASELINE, lang), []))["tokens_per_second"]
+            add("hybrid / target-only tokens per second", lang, _ratio(h, b), 1.8)
+    return result
+
+
+def recovery_requests(recs: Sequence[RequestRecord], need: float, window: int) -> int:
+    """Requests into a phase until a trailing window of `window` reaches `need` (len+1 when never)."""
+    ordered = sorted(recs, key=lambda r: r.index)
+    for end in range(1, len(ordered) + 1):
+        if _mal(ordered[max(0, end - window) : end]) >= need:
+            return end
+    return len(ordered) + 1
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b == b and b else float("nan")

@@ -1,0 +1,153 @@
+"""The drift benchmark's aggregation and writer: figures, windows, goals, and the three output files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from adaspec.runtime.bench.report import PARTIAL_FILE, clear_outputs, table, write_all, write_partial
+from adaspec.runtime.bench.summary import RequestRecord, figures, goals, recovery_requests, summarize, windows
+
+PHASES = ["python", "go"]
+MAL = {  # tokens per target pass by (strategy, phase)
+    ("target-only", "python"): 1,
+    ("target-only", "go"): 1,
+    ("static", "python"): 2,
+    ("static", "go"): 1,
+    ("ngram", "python"): 1,
+    ("ngram", "go"): 1,
+    ("hybrid", "python"): 2,
+    ("hybrid", "go"): 2,
+}
+
+
+def make_records(per_phase: int = 9, tokens: int = 12) -> list[RequestRecord]:
+    records = []
+    for p, lang in enumerate(PHASES):
+        for i in range(per_phase):
+            index = p * per_phase + i
+            for name in ("target-only", "static", "ngram", "hybrid"):
+                mal = MAL[(name, lang)]
+                passes = tokens // mal
+                ids = tuple(range(index, index + tokens))
+                if name == "ngram" and index == 0:
+                    ids = (999,) + ids[1:]  # one mismatching request
+                records.append(
+                    RequestRecord(
+                        strategy=name,
+                        phase=lang,
+                        index=index,
+                        generated_tokens=tokens,
+                        target_forward_passes=passes,
+                        drafts=passes if name != "target-only" else 0,
+                        draft_tokens=4 * passes if name != "target-only" else 0,
+                        accepted_tokens=tokens - passes,
+                        elapsed_s=passes * 0.1,
+                        token_ids=ids,
+                    )
+                )
+    return records
+
+
+def results_for(records: list[RequestRecord]) -> dict[str, Any]:
+    strategies = ["target-only", "static", "ngram", "hybrid"]
+    return {
+        "setup": {
+            "command": "adaspec bench drift --quick",
+            "quick": True,
+            "phases": PHASES,
+            "requests_per_phase": 9,
+            "max_new_tokens": 12,
+            "prompt_tokens": [256, 384],
+            "sampling": "greedy",
+            "window": 4,
+            "wall_seconds": 12.5,
+            "target": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "parameters": 134_515_008},
+            "static_draft": {"summary": "a test draft"},
+            "machine": {"cpus": 2, "cpu_model": "test", "load_before": "1.0", "load_after": "2.0"},
+        },
+        "strategies": summarize(records, PHASES, strategies, window=4),
+        "goals": goals(records, PHASES, window=4),
+        "costs": {
+            "target_step_ms": 40.0,
+            "draft_step_ms": 6.0,
+            "draft_target_ratio": 0.15,
+            "verify_cost_vs_q1": {"1": 1.0, "5": 1.3},
+        },
+        "notes": [],
+    }
+
+
+def test_figures_are_pooled_over_tokens() -> None:
+    recs = make_records()
+    hybrid_go = [r for r in recs if r.strategy == "hybrid" and r.phase == "go"]
+    f = figures(hybrid_go)
+    assert f["mean_accepted_length"] == pytest.approx(2.0)
+    assert f["acceptance_rate"] == pytest.approx(0.25)  # 6 accepted of 24 drafted per request
+    assert f["tokens_per_second"] == pytest.approx(12 / 0.6)
+    assert figures([])["mean_accepted_length"] != figures([])["mean_accepted_length"]  # NaN when empty
+
+
+def test_summary_has_the_contracted_keys_speedups_and_windows() -> None:
+    s = summarize(make_records(), PHASES, ["target-only", "static", "ngram", "hybrid"], window=4)
+    go = s["hybrid"]["phases"]["go"]
+    for key in ("mean_accepted_length", "acceptance_rate", "tokens_per_second", "speedup_vs_target_only"):
+        assert key in go
+    assert go["speedup_vs_target_only"] == pytest.approx(2.0)
+    assert go["tokens_match_target_only"] is True
+    assert s["ngram"]["phases"]["python"]["tokens_match_target_only"] is False
+    assert s["ngram"]["phases"]["python"]["requests_matching_target_only"] == 8
+    assert [len(range(w["first_request"], w["last_request"] + 1)) for w in go["windows"]] == [4, 4, 1]
+    with pytest.raises(ValueError, match="window size must be > 0, got 0"):
+        windows([], 0)
+
+
+def test_goals_are_computed_from_the_records() -> None:
+    by_goal = {
+        (g["goal"].split(" mean")[0].split(" tokens")[0], g["phase"]): g
+        for g in goals(make_records(), PHASES)
+    }
+    safety = by_goal[("hybrid / static", "python")]
+    assert safety["measured"] == pytest.approx(1.0) and safety["met"] is True
+    drift = [g for g in goals(make_records(), PHASES) if "last third" in g["goal"] and "static" in g["goal"]][
+        0
+    ]
+    assert drift["measured"] == pytest.approx(2.0) and drift["met"] is True
+    wall = [g for g in goals(make_records(), PHASES) if "tokens per second" in g["goal"]]
+    assert {g["phase"] for g in wall} == set(PHASES) and all(g["met"] for g in wall)
+
+
+def test_recovery_counts_requests_until_a_window_reaches_the_target() -> None:
+    recs = [
+        RequestRecord("hybrid", "go", i, 10, passes, 0, 0, 0, 1.0, ())
+        for i, passes in enumerate([10, 10, 5, 5, 5, 5])
+    ]
+    assert recovery_requests(recs, 1.9, window=2) == 4
+    assert recovery_requests(recs, 5.0, window=2) == 7  # never: len + 1
+
+
+def test_write_all_writes_three_files_and_marks_complete(tmp_path: Path) -> None:
+    results = results_for(make_records())
+    (tmp_path / PARTIAL_FILE).write_text("{}")
+    paths = write_all(tmp_path, results)
+    assert [p.name for p in paths] == ["results.json", "drift.png", "report.md"]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["complete"] is True and not (tmp_path / PARTIAL_FILE).exists()
+    assert data["strategies"]["hybrid"]["phases"]["go"]["windows"][0]["mean_accepted_length"] == 2.0
+    assert (tmp_path / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "report.md").read_text()
+    assert "| hybrid | go | 2.00 | 0.25 |" in report and "draft/target cost ratio c = 0.15" in report
+    assert table(results).count("\n") == 1 + 4 * 2
+
+
+def test_partial_results_are_never_presented_as_complete(tmp_path: Path) -> None:
+    write_all(tmp_path, results_for(make_records()))
+    clear_outputs(tmp_path)
+    assert not any(tmp_path.iterdir())
+    path = write_partial(tmp_path, {"setup": {}, "records": [{"x": float("nan")}]}, "RuntimeError: boom")
+    data = json.loads(path.read_text())  # strict JSON: NaN written as null
+    assert data["complete"] is False and data["error"] == "RuntimeError: boom"
+    assert data["records"] == [{"x": None}]
+    assert not (tmp_path / "results.json").exists()

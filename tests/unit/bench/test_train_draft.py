@@ -1,0 +1,108 @@
+"""train-draft's recipe pieces: cache key, data windows, split, student initialisation, KD loss, saving."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from adaspec.runtime.train_draft import (
+    DraftRecipe,
+    TrainReport,
+    batches,
+    build_student,
+    cached_report,
+    kd_loss,
+    recipe_hash,
+    save_draft,
+    token_stream,
+    training_files,
+)
+from adaspec.runtime.workloads import CorpusSpec, is_heldout, list_corpus
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def tiny_target() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def corpus_dir(tmp_path: Path, files: int = 20) -> Path:
+    for i in range(files):
+        (tmp_path / f"m{i}.py").write_text(f"def f{i}():\n    return {i}\n" * 5)
+    return tmp_path
+
+
+def test_recipe_hash_changes_with_recipe_and_corpus(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    (tmp_path / "src").mkdir()
+    corpus = list_corpus(CorpusSpec("python", corpus_dir(tmp_path / "src")))
+    recipe = DraftRecipe()
+    assert recipe_hash(recipe, target, corpus) == recipe_hash(DraftRecipe(), target, corpus)
+    assert recipe_hash(recipe, target, corpus) != recipe_hash(replace(recipe, seed=1), target, corpus)
+    assert recipe_hash(recipe, target, corpus) != recipe_hash(
+        replace(recipe, budget_minutes=1), target, corpus
+    )
+    fewer = replace(corpus, files=corpus.files[1:])
+    assert recipe_hash(recipe, target, corpus) != recipe_hash(recipe, target, fewer)
+
+
+def test_training_never_reads_held_out_files(tmp_path: Path) -> None:
+    corpus = list_corpus(CorpusSpec("python", corpus_dir(tmp_path, 40)))
+    files = training_files(corpus)
+    assert files and not any(is_heldout(f) for f in files)
+    used: list[str] = []
+    stream = token_stream(
+        corpus, files, lambda s: [len(w) % 60 for w in s.split()], eos=63, seed=0, used=used
+    )
+    windows = list(batches(stream, batch_size=2, seq_len=8))
+    assert all(w.shape == (2, 8) for w in windows)
+    assert set(used) <= set(files) and len(used) == len(files)
+
+
+def test_student_copies_the_target_and_freezes_embeddings() -> None:
+    target = tiny_target()
+    student = build_student(target, layers=2)
+    assert student.config.num_hidden_layers == 2
+    t_sd, s_sd = target.state_dict(), student.state_dict()
+    for name in ("model.embed_tokens.weight", "model.layers.1.mlp.up_proj.weight", "model.norm.weight"):
+        assert torch.equal(t_sd[name], s_sd[name])
+    frozen = {n for n, p in student.named_parameters() if not p.requires_grad}
+    assert frozen == {"model.embed_tokens.weight"}  # tied: the head is the same tensor
+    with pytest.raises(ValueError, match="layers must be in 1..3, got 4"):
+        build_student(target, layers=4)
+
+
+def test_kd_loss_is_zero_against_itself_and_positive_otherwise() -> None:
+    logits = torch.randn(2, 5, 64)  # [batch, seq, vocab]
+    assert float(kd_loss(logits, logits)) == pytest.approx(0.0, abs=1e-5)
+    assert float(kd_loss(torch.zeros_like(logits), logits)) > 0.01
+
+
+def test_saved_draft_is_found_by_its_recipe_hash(tmp_path: Path) -> None:
+    target_dir = tmp_path / "target"
+    target_dir.mkdir()
+    (target_dir / "tokenizer.json").write_text('{"model": {}}')
+    student = build_student(tiny_target(), layers=1)
+    report = TrainReport("abc123", 10, 5, 0, 1, 16, 0.5, 1.0, 2.0, 1.5, 0.1, 0.2, ["/src/a.py"])
+    out = save_draft(student, target_dir, tmp_path / "draft", DraftRecipe(), report)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["sha256"]) == {"config.json", "model.safetensors", "tokenizer.json"}
+    assert manifest["report"]["size_bytes"] == (out / "model.safetensors").stat().st_size
+    assert cached_report(out, "abc123") is not None
+    assert cached_report(out, "other") is None
+    reloaded = LlamaForCausalLM.from_pretrained(str(out))
+    assert torch.equal(reloaded.model.norm.weight, student.model.norm.weight)
