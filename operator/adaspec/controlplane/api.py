@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -129,9 +131,26 @@ Reader = Annotated[Principal, Depends(reader)]
 Admin = Annotated[Principal, Depends(admin)]
 
 
-def create_app(cp: ControlPlane, auth: Authenticator, max_body_bytes: int = 65536) -> FastAPI:
-    """Return the ASGI app serving /healthz, /metrics, /openapi.json and /api/v1."""
-    app = FastAPI(title="adaspec control plane", version="v1", docs_url=None, redoc_url=None)
+def create_app(
+    cp: ControlPlane,
+    auth: Authenticator,
+    max_body_bytes: int = 65536,
+    on_shutdown: Callable[[], None] | None = None,
+) -> FastAPI:
+    """Return the ASGI app serving /healthz, /metrics, /openapi.json and /api/v1.
+
+    `on_shutdown` runs when the server stops (before uvicorn re-raises the signal that stopped it).
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            on_shutdown()
+
+    app = FastAPI(
+        title="adaspec control plane", version="v1", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.add_middleware(BodyLimit, limit=max_body_bytes)
 
     app.state.auth = auth
