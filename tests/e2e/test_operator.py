@@ -127,6 +127,11 @@ def test_sample_becomes_ready_with_owned_children_and_gpu_pods(operator: Any, ku
     for pod in running_pods(kube_cluster, "llama-8b", "stable"):
         node = get_json(kube_cluster, "node", pod["spec"]["nodeName"])
         assert int(node["status"]["allocatable"]["nvidia.com/gpu"]) >= 1
+    finalizers = wait_for(
+        lambda: get_json(kube_cluster, "aspec", "llama-8b", "-n", NS)["metadata"].get("finalizers"),
+        "finalizer",
+    )
+    assert finalizers == ["adaspec.dev/operator"]
     st = obj["status"]
     assert st["stableRevision"] == "static" and st["readyReplicas"] == 2
     conds = {c["type"]: c["status"] for c in st["conditions"]}

@@ -20,6 +20,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     """Keep kopf's bookkeeping in annotations (status stays as the CRD declares) and connect a client."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="adaspec.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="adaspec.dev")
+    # kopf puts a finalizer on resources with timers (to stop them cleanly); name it after us.
+    settings.persistence.finalizer = "adaspec.dev/operator"
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     memo.kube = Kube.from_environment()
