@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .counters import Counters
 from .policies.decision import Decision
-from .store.models import Action, DecisionRecord, MetricSample, Revision, RevisionPhase, Speculator
+from .store.models import (
+    Action,
+    DecisionRecord,
+    MetricSample,
+    Revision,
+    RevisionPhase,
+    Speculator,
+    UTCDateTime,
+)
 
 
 def record(
@@ -67,26 +75,30 @@ def set_phase(
     s.add(RevisionPhase(revision_id=row.id, phase=phase, reason=reason, at=now))
 
 
+# Built once (immutable): constructing the expression per call costs more than running it.
+_WINDOW = select(
+    func.coalesce(func.sum(MetricSample.drafts), 0.0),
+    func.coalesce(func.sum(MetricSample.draft_tokens), 0.0),
+    func.coalesce(func.sum(MetricSample.accepted), 0.0),
+    func.coalesce(func.sum(MetricSample.generated), 0.0),
+).where(
+    MetricSample.speculator_id == bindparam("sid"),
+    MetricSample.role == bindparam("role"),
+    MetricSample.revision == bindparam("revision"),
+    MetricSample.ts > bindparam("since", type_=UTCDateTime()),
+    MetricSample.ts <= bindparam("now", type_=UTCDateTime()),
+)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def window(
     s: Session, spec_id: int, role: str, revision: str | None, since: datetime | None, now: datetime
 ) -> Counters:
     """Return the counters gained by `revision` in `role` over (since, now]."""
     if revision is None:
         return Counters()
-    q = select(
-        func.coalesce(func.sum(MetricSample.drafts), 0.0),
-        func.coalesce(func.sum(MetricSample.draft_tokens), 0.0),
-        func.coalesce(func.sum(MetricSample.accepted), 0.0),
-        func.coalesce(func.sum(MetricSample.generated), 0.0),
-    ).where(
-        MetricSample.speculator_id == spec_id,
-        MetricSample.role == role,
-        MetricSample.revision == revision,
-        MetricSample.ts <= now,
-    )
-    if since is not None:
-        q = q.where(MetricSample.ts > since)
-    drafts, tokens, accepted, generated = s.execute(q).one()
+    params = {"sid": spec_id, "role": role, "revision": revision, "since": since or EPOCH, "now": now}
+    drafts, tokens, accepted, generated = s.execute(_WINDOW, params).one()
     return Counters(
         drafts=float(drafts), draft_tokens=float(tokens), accepted=float(accepted), generated=float(generated)
     )

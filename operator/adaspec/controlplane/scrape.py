@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -100,31 +99,6 @@ def parse_exposition(text: str, kind: SourceKind) -> PodMetrics:
         per_position=tuple(per_pos.get(i, 0.0) for i in range(width)),
     )
     return PodMetrics(counters=counters, revision=revision, role=role)
-
-
-async def fetch_many(
-    urls: Iterable[str], timeout_s: float, concurrency: int, client: httpx.AsyncClient | None = None
-) -> dict[str, str | Exception]:
-    """Return each URL's body, or the exception that stopped it (HTTP errors included)."""
-    sem = asyncio.Semaphore(concurrency)
-    own = client is None
-    client = client or httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency))
-
-    async def one(url: str) -> tuple[str, str | Exception]:
-        async with sem:
-            try:
-                resp = await client.get(url)
-                resp.raise_for_status()
-                return url, resp.text
-            except Exception as exc:  # recorded per target; the others go on
-                return url, exc
-
-    try:
-        pairs = await asyncio.gather(*(one(u) for u in urls))
-    finally:
-        if own:
-            await client.aclose()
-    return dict(pairs)
 
 
 def _promql(kind: SourceKind, selector: str) -> dict[str, str]:

@@ -17,9 +17,10 @@ from . import lifecycle
 from .actuators import Actuator, execute
 from .config import Settings, SpeculatorConfig
 from .counters import Counters, delta
+from .fetch import fetch_many
 from .ledger import record, set_phase
 from .policies.decision import Decision
-from .scrape import PodMetrics, fetch_many, parse_exposition, query_prometheus
+from .scrape import PodMetrics, parse_exposition, query_prometheus
 from .store.models import Action, AdaptationRun, MetricSample, Revision, ScrapeTarget, Speculator
 from .telemetry import Telemetry
 
