@@ -1,0 +1,61 @@
+"""Token file and TokenReview authentication, scopes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from adaspec.controlplane.auth import Principal, TokenFile, TokenReview
+
+
+def test_token_file(tmp_path: Path) -> None:
+    f = tmp_path / "tokens"
+    f.write_text("# comment\nadmin-token-0123456789 admin alice\n\nread-token-0123456789 read  # bob\n")
+    auth = TokenFile.load(f)
+    assert auth.authenticate("admin-token-0123456789") == Principal("alice", "admin")
+    assert auth.authenticate("read-token-0123456789") == Principal("token-line-4", "read")
+    assert auth.authenticate("nope") is None
+    assert Principal("x", "admin").allows("read") and not Principal("x", "read").allows("admin")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("tok-0123456789abcdef superuser\n", "tokens:1: expected"),
+        ("short admin\n", "tokens:1: token shorter than 16"),
+        ("# nothing\n", "no tokens"),
+    ],
+)
+def test_bad_token_file_names_the_line_not_the_token(tmp_path: Path, text: str, match: str) -> None:
+    f = tmp_path / "tokens"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=match) as err:
+        TokenFile.load(f)
+    assert "tok-0123456789abcdef" not in str(err.value)
+
+
+def test_token_review_maps_groups_and_caches() -> None:
+    calls: list[str] = []
+    answers: dict[str, dict[str, Any]] = {
+        "a": {"authenticated": True, "user": {"username": "ops", "groups": ["adaspec:admins"]}},
+        "r": {"authenticated": True, "user": {"username": "dash", "groups": ["adaspec:viewers"]}},
+        "n": {"authenticated": True, "user": {"username": "nobody", "groups": ["system:authenticated"]}},
+        "x": {"authenticated": False},
+    }
+
+    def review(token: str) -> dict[str, Any]:
+        calls.append(token)
+        return answers[token]
+
+    now = [0.0]
+    auth = TokenReview(review, ["adaspec:admins"], ["adaspec:viewers"], ttl_s=60, clock=lambda: now[0])
+    assert auth.authenticate("a") == Principal("ops", "admin")
+    assert auth.authenticate("r") == Principal("dash", "read")
+    assert auth.authenticate("n") is None
+    assert auth.authenticate("x") is None
+    auth.authenticate("a")
+    assert calls == ["a", "r", "n", "x"]
+    now[0] = 61.0
+    auth.authenticate("a")
+    assert calls[-1] == "a" and len(calls) == 5

@@ -1,0 +1,51 @@
+"""Settings: defaults, per-speculator policies, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from adaspec.controlplane.config import Settings, load_settings
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "cp.yaml"
+    f.write_text(
+        "speculators:\n"
+        "  - name: chat\n    endpoints: [{url: 'http://pod:9090/metrics'}]\n"
+        "    policies: {canary: {iterations: 5}}\n"
+        "  - name: code\n    source: vllm\n    endpoints: [{url: 'http://vllm:8000/metrics', role: canary}]\n"
+    )
+    st = load_settings(f, env={"ADASPEC_CP_DB_URL": "postgresql+psycopg://cp@db/cp"})
+    assert st.db_url == "postgresql+psycopg://cp@db/cp"
+    assert st.policies_for("chat").canary.iterations == 5
+    assert st.policies_for("code").canary.iterations == 3
+    assert st.speculator("code") is not None and st.speculator("code").endpoints[0].role == "canary"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "speculators: [{name: chat}]\n",
+            "speculators.0: Value error, speculator chat: source runtime needs endpoints",
+        ),
+        ("speculators: [{name: Chat!, endpoints: [{url: 'http://x'}]}]\n", "speculators.0.name"),
+        ("policies: {drift: {threshold: -1}}\n", "policies.drift.threshold"),
+        ("scrape_intervall_s: 3\n", "scrape_intervall_s: Extra inputs are not permitted"),
+        ("- a\n- b\n", "expected a mapping"),
+        (
+            "speculators: [{name: a, endpoints: [{url: 'http://x'}]}, {name: a, endpoints: [{url: 'http://y'}]}]\n",
+            "duplicate name 'a'",
+        ),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, text: str, match: str) -> None:
+    f = tmp_path / "cp.yaml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_settings(f, env={})
+
+
+def test_empty_settings_are_valid() -> None:
+    assert Settings().db_url.startswith("sqlite:///")
