@@ -42,6 +42,10 @@ def build_actuator(settings: Settings) -> Actuator:
     """Return the actuator named by `settings.actuator`."""
     if settings.actuator == "local":
         return LocalActuator(settings.local)
+    if settings.actuator == "kubernetes":
+        from .kube import KubernetesActuator
+
+        return KubernetesActuator(settings.kubernetes)
     return NullActuator()
 
 

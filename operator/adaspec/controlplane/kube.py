@@ -1,0 +1,201 @@
+"""Kubernetes actuator: SpeculatorRevisions, adaptation Jobs and status patches (docs/CONTRACTS.md).
+
+The bodies and patches are built by pure functions (tested without a cluster); `KubernetesActuator`
+only sends them. Status patches are JSON merge patches: `None` removes a key (e.g. canaryRevision).
+Every call is idempotent: creating what exists (409) counts as done.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .actuators import RunStatus
+from .config import KubernetesActuatorConfig
+
+GROUP, VERSION = "adaspec.dev", "v1alpha1"
+ASPEC, SPECREV = "adaptivespeculators", "speculatorrevisions"
+RUN_LABEL = "adaspec.dev/adaptation-run"
+
+
+def dns_name(*parts: str) -> str:
+    """Return a DNS-1123 name from `parts` (lower case, '-' joined, at most 63 characters)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    return name[:63].rstrip("-")
+
+
+def revision_body(
+    speculator: str,
+    namespace: str,
+    revision: str,
+    artifact_uri: str,
+    parent: str | None,
+    sha256: str | None = None,
+    metrics: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Return the SpeculatorRevision `<speculator>-<revision>` for a candidate."""
+    spec: dict[str, Any] = {"speculator": speculator, "revision": revision, "artifactUri": artifact_uri}
+    if parent:
+        spec["parentRevision"] = parent
+    if sha256:
+        spec["sha256"] = sha256
+    if metrics:
+        spec["metrics"] = dict(metrics)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SpeculatorRevision",
+        "metadata": {
+            "name": dns_name(speculator, revision),
+            "namespace": namespace,
+            "labels": {"adaspec.dev/speculator": speculator},
+        },
+        "spec": spec,
+    }
+
+
+def revision_phase_patch(phase: str, reason: str = "") -> dict[str, Any]:
+    """Return the status patch that moves a SpeculatorRevision to `phase`."""
+    return {"status": {"phase": phase, "reason": reason}}
+
+
+def canary_patch(revision: str) -> dict[str, Any]:
+    """Return the AdaptiveSpeculator status patch that starts a canary of `revision`."""
+    return {"status": {"canaryRevision": revision}}
+
+
+def promote_patch(revision: str) -> dict[str, Any]:
+    """Return the status patch that makes `revision` stable and ends the canary."""
+    return {"status": {"stableRevision": revision, "canaryRevision": None}}
+
+
+def abort_patch() -> dict[str, Any]:
+    """Return the status patch that ends the canary (the stable revision keeps serving)."""
+    return {"status": {"canaryRevision": None}}
+
+
+def rollback_patch(to_revision: str) -> dict[str, Any]:
+    """Return the status patch that serves `to_revision` again."""
+    return {"status": {"stableRevision": to_revision, "canaryRevision": None}}
+
+
+def adaptation_job(
+    speculator: str, namespace: str, run_id: str, parent: str | None, config: KubernetesActuatorConfig
+) -> dict[str, Any]:
+    """Return the batch/v1 Job that runs one adaptation (its output under the artifact root)."""
+    out = f"{config.artifact_root.rstrip('/')}/{speculator}/{run_id}"
+    values = {"speculator": speculator, "out": out, "run_id": run_id, "parent": parent or ""}
+    labels = {"adaspec.dev/speculator": speculator, RUN_LABEL: dns_name(run_id)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": dns_name("adapt", run_id), "namespace": namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 1,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "adapt",
+                            "image": config.image,
+                            "args": [a.format(**values) for a in config.job_args],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def job_status(job: dict[str, Any]) -> RunStatus:
+    """Return where an adaptation Job stands (its candidate arrives through the API)."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") == "Failed":
+            return RunStatus(status="failed", message=str(cond.get("message") or cond.get("reason") or ""))
+    return RunStatus(status="running")
+
+
+class KubernetesActuator:
+    """Sends the bodies and patches above through the Kubernetes API (in-cluster or kubeconfig)."""
+
+    def __init__(self, config: KubernetesActuatorConfig, api_client: Any | None = None) -> None:
+        from kubernetes import client
+        from kubernetes import config as kconfig
+
+        if api_client is None:
+            try:
+                kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
+            except kconfig.ConfigException:
+                kconfig.load_kube_config()  # type: ignore[no-untyped-call]
+        self._config = config
+        self._custom = client.CustomObjectsApi(api_client)
+        self._batch = client.BatchV1Api(api_client)
+        self._exc = client.ApiException
+
+    def _create(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except self._exc as exc:
+            if exc.status != 409:  # already there: an action retried
+                raise
+
+    def _aspec(self, ns: str, name: str, body: dict[str, Any]) -> None:
+        self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, ASPEC, name, body)
+
+    def _rev(self, ns: str, speculator: str, revision: str, phase: str, reason: str = "") -> None:
+        name = dns_name(speculator, revision)
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, SPECREV, name, revision_phase_patch(phase, reason)
+            )
+        except self._exc as exc:
+            if exc.status != 404:  # revisions made before the control plane (the static draft) may not exist
+                raise
+
+    def start_adaptation(self, speculator: str, namespace: str, run_id: str, parent: str | None) -> None:
+        job = adaptation_job(speculator, namespace, run_id, parent, self._config)
+        self._create(self._batch.create_namespaced_job, namespace, job)
+
+    def poll_adaptation(self, speculator: str, namespace: str, run_id: str) -> RunStatus:
+        try:
+            job = self._batch.read_namespaced_job(dns_name("adapt", run_id), namespace)
+        except self._exc as exc:
+            if exc.status == 404:
+                return RunStatus(status="failed", message="job not found")
+            raise
+        return job_status(job.to_dict() if hasattr(job, "to_dict") else dict(job))
+
+    def start_canary(
+        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, parent: str | None
+    ) -> None:
+        body = revision_body(speculator, namespace, revision, artifact_uri or "", parent)
+        self._create(self._custom.create_namespaced_custom_object, GROUP, VERSION, namespace, SPECREV, body)
+        self._rev(namespace, speculator, revision, "Canary", "canary started")
+        self._aspec(namespace, speculator, canary_patch(revision))
+
+    def promote(
+        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, previous: str | None
+    ) -> None:
+        self._aspec(namespace, speculator, promote_patch(revision))
+        self._rev(namespace, speculator, revision, "Promoted", "passed canary analysis")
+        if previous:
+            self._rev(namespace, speculator, previous, "Superseded", f"superseded by {revision}")
+
+    def abort_canary(self, speculator: str, namespace: str, revision: str, reason: str) -> None:
+        self._aspec(namespace, speculator, abort_patch())
+        self._rev(namespace, speculator, revision, "Rejected", reason)
+
+    def rollback(
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        to_revision: str,
+        artifact_uri: str | None,
+        reason: str,
+    ) -> None:
+        self._aspec(namespace, speculator, rollback_patch(to_revision))
+        self._rev(namespace, speculator, revision, "RolledBack", reason)
+        self._rev(namespace, speculator, to_revision, "Promoted", f"rollback from {revision}")

@@ -1,0 +1,64 @@
+"""The Kubernetes actuator's bodies and patches (docs/CONTRACTS.md), built without a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from adaspec.controlplane.config import KubernetesActuatorConfig
+from adaspec.controlplane.kube import (
+    abort_patch,
+    adaptation_job,
+    canary_patch,
+    dns_name,
+    job_status,
+    promote_patch,
+    revision_body,
+    revision_phase_patch,
+    rollback_patch,
+)
+
+CRDS = Path(__file__).resolve().parents[3] / "crds"
+
+
+def test_revision_body_matches_the_crd() -> None:
+    body = revision_body("chat", "ml", "r7", "s3://a/chat/r7", "r6", "a" * 64, {"acc": 0.8})
+    assert body["metadata"]["name"] == "chat-r7" and body["metadata"]["namespace"] == "ml"
+    crd = yaml.safe_load((CRDS / "adaspec.dev_speculatorrevisions.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert set(body["spec"]) <= set(schema["properties"])
+    assert set(schema["required"]) <= set(body["spec"])
+    assert body["kind"] == crd["spec"]["names"]["kind"]
+
+
+def test_status_patches_follow_the_contract() -> None:
+    crd = yaml.safe_load((CRDS / "adaspec.dev_adaptivespeculators.yaml").read_text())
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    for patch in (canary_patch("r7"), promote_patch("r7"), abort_patch(), rollback_patch("r6")):
+        assert set(patch["status"]) <= set(status)
+    assert promote_patch("r7") == {"status": {"stableRevision": "r7", "canaryRevision": None}}
+    assert abort_patch() == {"status": {"canaryRevision": None}}
+    assert rollback_patch("r6") == {"status": {"stableRevision": "r6", "canaryRevision": None}}
+    assert revision_phase_patch("Rejected", "worse") == {"status": {"phase": "Rejected", "reason": "worse"}}
+
+
+def test_adaptation_job() -> None:
+    cfg = KubernetesActuatorConfig(image="ghcr.io/x/adaspec:1", artifact_root="s3://bucket/")
+    job = adaptation_job("chat", "ml", "chat-run3", "r6", cfg)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert job["metadata"]["name"] == "adapt-chat-run3"
+    assert container["args"] == ["adapt", "--speculator", "chat", "--out", "s3://bucket/chat/chat-run3"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_job_status() -> None:
+    failed = {
+        "status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}
+    }
+    assert job_status(failed).status == "failed" and job_status(failed).message == "BackoffLimitExceeded"
+    assert job_status({"status": {"active": 1}}).status == "running"
+
+
+def test_dns_name() -> None:
+    assert dns_name("Chat_Bot", "R7.1") == "chat-bot-r7-1"
+    assert len(dns_name("x" * 100)) == 63
