@@ -1,0 +1,76 @@
+"""The Kubernetes actuator against a real API server (the `kube_cluster` fixture) with adaspec's CRDs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from adaspec.controlplane.config import KubernetesActuatorConfig
+from adaspec.controlplane.kube import KubernetesActuator
+
+CRDS = Path(__file__).resolve().parents[3] / "crds"
+
+
+@pytest.fixture(scope="module")
+def cluster(kube_cluster: Any) -> Any:
+    kube_cluster.kubectl("apply", "-k", str(CRDS))
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/adaptivespeculators.adaspec.dev", "--timeout=60s"
+    )
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/speculatorrevisions.adaspec.dev", "--timeout=60s"
+    )
+    return kube_cluster
+
+
+def get(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(cluster.kubectl("get", kind, name, "-n", ns, "-o", "json").stdout)
+    return out
+
+
+@pytest.mark.slow
+def test_canary_promote_rollback_through_the_api_server(cluster: Any) -> None:
+    from kubernetes import client, config
+
+    ns = f"cp-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", ns)
+    aspec = {
+        "apiVersion": "adaspec.dev/v1alpha1",
+        "kind": "AdaptiveSpeculator",
+        "metadata": {"name": "chat", "namespace": ns},
+        "spec": {"targetModel": {"uri": "hf://org/model"}},
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(aspec))
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        "adaspec.dev", "v1alpha1", ns, "adaptivespeculators", "chat", {"status": {"stableRevision": "r0"}}
+    )
+    act = KubernetesActuator(KubernetesActuatorConfig(image="adaspec:test"), api_client=api)
+
+    act.start_adaptation("chat", ns, "chat-run1", "r0")
+    act.start_adaptation("chat", ns, "chat-run1", "r0")  # retried action: no error, one Job
+    job = get(cluster, "job", ns, "adapt-chat-run1")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "adaspec:test"
+    assert act.poll_adaptation("chat", ns, "chat-run1").status == "running"
+
+    act.start_canary("chat", ns, "r1", "s3://bucket/chat/r1", "r0")
+    act.start_canary("chat", ns, "r1", "s3://bucket/chat/r1", "r0")
+    status = get(cluster, "aspec", ns, "chat")["status"]
+    assert (status["stableRevision"], status["canaryRevision"]) == ("r0", "r1")
+    rev = get(cluster, "specrev", ns, "chat-r1")
+    assert rev["spec"]["parentRevision"] == "r0" and rev["status"]["phase"] == "Canary"
+
+    act.promote("chat", ns, "r1", "s3://bucket/chat/r1", "r0")
+    status = get(cluster, "aspec", ns, "chat")["status"]
+    assert status["stableRevision"] == "r1" and "canaryRevision" not in status
+    assert get(cluster, "specrev", ns, "chat-r1")["status"]["phase"] == "Promoted"
+
+    act.rollback("chat", ns, "r1", "r0", None, "regression after promotion")
+    status = get(cluster, "aspec", ns, "chat")["status"]
+    assert status["stableRevision"] == "r0"
+    rolled = get(cluster, "specrev", ns, "chat-r1")["status"]
+    assert rolled == {"phase": "RolledBack", "reason": "regression after promotion"}
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
