@@ -86,6 +86,14 @@ def running_pods(cluster: Any, name: str, role: str) -> list[dict[str, Any]]:
     ]
 
 
+def events_of(cluster: Any, name: str) -> list[dict[str, Any]]:
+    """Return the Events about one object (kopf posts them asynchronously: poll)."""
+    items: list[dict[str, Any]] = get_json(
+        cluster, "events", "-n", NS, "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    return items
+
+
 def set_status(cluster: Any, name: str, patch: dict[str, Any]) -> None:
     """Patch the status the way the control plane does (docs/CONTRACTS.md)."""
     cluster.kubectl(
@@ -139,8 +147,9 @@ def test_sample_becomes_ready_with_owned_children_and_gpu_pods(operator: Any, ku
     table = kube_cluster.kubectl("get", "aspec", "llama-8b", "-n", NS).stdout.splitlines()
     assert table[0].split() == ["NAME", "PHASE", "STABLE", "CANARY", "ACCEPTANCE", "TOK/S", "AGE"]
     assert table[1].split()[:3] == ["llama-8b", "Ready", "static"]
-    events = get_json(kube_cluster, "events", "-n", NS, "--field-selector", "involvedObject.name=llama-8b")
-    assert any(e["reason"] == "Created" for e in events["items"])
+    wait_for(
+        lambda: any(e["reason"] == "Created" for e in events_of(kube_cluster, "llama-8b")), "Created events"
+    )
 
 
 def test_spec_update_rolls_pods_in_place(operator: Any, kube_cluster: Any) -> None:
@@ -262,8 +271,13 @@ def test_a_missing_revision_degrades_and_recovers(operator: Any, kube_cluster: A
     wait_for(lambda: ready(kube_cluster, "missing"), "missing Ready", timeout=90)
     set_status(kube_cluster, "missing", {"canaryRevision": "r404"})
     wait_for(lambda: status(kube_cluster, "missing").get("phase") == "Degraded", "phase Degraded")
-    events = get_json(kube_cluster, "events", "-n", NS, "--field-selector", "involvedObject.name=missing")
-    assert any(e["reason"] == "RevisionMissing" and e["type"] == "Warning" for e in events["items"])
+    wait_for(
+        lambda: any(
+            e["reason"] == "RevisionMissing" and e["type"] == "Warning"
+            for e in events_of(kube_cluster, "missing")
+        ),
+        "a RevisionMissing warning event",
+    )
     assert get_json(kube_cluster, "deployment", "missing-canary", "-n", NS) is None
     set_status(kube_cluster, "missing", {"canaryRevision": None})
     wait_for(lambda: ready(kube_cluster, "missing"), "Ready again", timeout=90)
