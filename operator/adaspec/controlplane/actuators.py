@@ -33,6 +33,8 @@ class RunStatus:
 class Actuator(Protocol):
     """What the control plane asks of the world. Every call is idempotent (actions may be retried)."""
 
+    def report_status(self, speculator: str, namespace: str, figures: dict[str, Any]) -> None: ...
+
     def start_adaptation(self, speculator: str, namespace: str, run_id: str, parent: str | None) -> None: ...
 
     def poll_adaptation(self, speculator: str, namespace: str, run_id: str) -> RunStatus: ...
@@ -80,6 +82,9 @@ def execute(actuator: Actuator, kind: str, p: dict[str, Any]) -> None:
 class NullActuator:
     """Records nothing and changes nothing (dry run; candidates arrive through the API)."""
 
+    def report_status(self, speculator: str, namespace: str, figures: dict[str, Any]) -> None:
+        return None
+
     def start_adaptation(self, speculator: str, namespace: str, run_id: str, parent: str | None) -> None:
         log.info("event=dry_run action=start_adaptation speculator=%s run=%s", speculator, run_id)
 
@@ -118,6 +123,9 @@ class LocalActuator:
     def __init__(self, config: LocalActuatorConfig) -> None:
         self._config = config
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def report_status(self, speculator: str, namespace: str, figures: dict[str, Any]) -> None:
+        return None  # one machine: the API shows the figures
 
     def wait(self, timeout_s: float) -> None:
         """Wait for the adaptation processes this instance started (tests and clean shutdown)."""

@@ -17,7 +17,7 @@ from .auth import Authenticator, Open, Principal
 from .service import Conflict, ControlPlane, NotFound
 from .store.models import DecisionRecord, MetricSample, Revision, RevisionPhase, Speculator
 
-NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # the SpeculatorRevision CRD's pattern for revisions
 
 
 class ManualAction(BaseModel):

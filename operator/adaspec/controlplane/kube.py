@@ -78,6 +78,16 @@ def rollback_patch(to_revision: str) -> dict[str, Any]:
     return {"status": {"stableRevision": to_revision, "canaryRevision": None}}
 
 
+def figures_patch(figures: dict[str, Any]) -> dict[str, Any]:
+    """Return the status patch with the latest observed figures (CONTRACTS: written by the control plane).
+
+    Keys: acceptanceRate, meanAcceptedLength, tokensPerSecond (numbers), lastDriftTime,
+    lastAdaptationTime (RFC 3339); absent or None figures are left as they are.
+    """
+    keys = ("acceptanceRate", "meanAcceptedLength", "tokensPerSecond", "lastDriftTime", "lastAdaptationTime")
+    return {"status": {k: figures[k] for k in keys if figures.get(k) is not None}}
+
+
 def adaptation_job(
     speculator: str, namespace: str, run_id: str, parent: str | None, config: KubernetesActuatorConfig
 ) -> dict[str, Any]:
@@ -153,6 +163,11 @@ class KubernetesActuator:
         except self._exc as exc:
             if exc.status != 404:  # revisions made before the control plane (the static draft) may not exist
                 raise
+
+    def report_status(self, speculator: str, namespace: str, figures: dict[str, Any]) -> None:
+        patch = figures_patch(figures)
+        if patch["status"]:
+            self._aspec(namespace, speculator, patch)
 
     def start_adaptation(self, speculator: str, namespace: str, run_id: str, parent: str | None) -> None:
         job = adaptation_job(speculator, namespace, run_id, parent, self._config)

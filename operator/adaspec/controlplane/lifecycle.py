@@ -56,6 +56,21 @@ def update_figures(s: Session, spec: Speculator, ctx: StepContext, now: datetime
         spec.tokens_per_second = w.generated / ctx.figures_window_s
 
 
+def status_figures(spec: Speculator) -> dict[str, Any]:
+    """Return the latest figures of `spec` under the CR status keys (times as RFC 3339)."""
+    return {
+        "acceptanceRate": spec.acceptance_rate,
+        "meanAcceptedLength": spec.mean_accepted_length,
+        "tokensPerSecond": spec.tokens_per_second,
+        "lastDriftTime": spec.last_drift_at.isoformat().replace("+00:00", "Z")
+        if spec.last_drift_at
+        else None,
+        "lastAdaptationTime": (
+            spec.last_adaptation_at.isoformat().replace("+00:00", "Z") if spec.last_adaptation_at else None
+        ),
+    }
+
+
 def step(s: Session, spec: Speculator, ctx: StepContext, now: datetime) -> list[Decision]:
     """Evaluate `spec` once at `now`; return the decisions recorded (none when nothing changed)."""
     update_figures(s, spec, ctx, now)

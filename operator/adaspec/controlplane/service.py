@@ -245,6 +245,12 @@ class ControlPlane:
                 )
                 decisions = lifecycle.step(s, spec, ctx, now)
                 spec.updated_at = now
+                figures = lifecycle.status_figures(spec)
+                namespace = spec.namespace
+            try:
+                self.actuator.report_status(name, namespace, figures)
+            except Exception as exc:  # best effort: the next evaluation reports again
+                log.warning("event=report_status_failed speculator=%s error=%s", name, _describe(exc))
             for d in decisions:
                 self.telemetry.decisions.labels(d.kind).inc()
                 if d.kind == "drift":

@@ -68,6 +68,10 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any) -> None:
     assert status["stableRevision"] == "r1" and "canaryRevision" not in status
     assert get(cluster, "specrev", ns, "chat-r1")["status"]["phase"] == "Promoted"
 
+    act.report_status("chat", ns, {"acceptanceRate": 0.71, "tokensPerSecond": 812.5, "lastDriftTime": None})
+    status = get(cluster, "aspec", ns, "chat")["status"]
+    assert (status["acceptanceRate"], status["tokensPerSecond"]) == (0.71, 812.5)
+
     act.rollback("chat", ns, "r1", "r0", None, "regression after promotion")
     status = get(cluster, "aspec", ns, "chat")["status"]
     assert status["stableRevision"] == "r0"

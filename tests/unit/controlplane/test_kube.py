@@ -11,6 +11,7 @@ from adaspec.controlplane.kube import (
     adaptation_job,
     canary_patch,
     dns_name,
+    figures_patch,
     job_status,
     promote_patch,
     revision_body,
@@ -62,3 +63,10 @@ def test_job_status() -> None:
 def test_dns_name() -> None:
     assert dns_name("Chat_Bot", "R7.1") == "chat-bot-r7-1"
     assert len(dns_name("x" * 100)) == 63
+
+
+def test_figures_patch_skips_unknown_figures() -> None:
+    figures = {"acceptanceRate": 0.71, "meanAcceptedLength": None, "lastDriftTime": "2026-03-01T00:10:00Z"}
+    assert figures_patch(figures) == {
+        "status": {"acceptanceRate": 0.71, "lastDriftTime": "2026-03-01T00:10:00Z"}
+    }
