@@ -60,6 +60,13 @@ class Actuator(Protocol):
     ) -> None: ...
 
 
+def fill(template: str, values: dict[str, str]) -> str:
+    """Return `template` with `{name}` placeholders of `values` replaced (other braces are left alone)."""
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
 def execute(actuator: Actuator, kind: str, p: dict[str, Any]) -> None:
     """Carry out one recorded action (`kind` with its stored payload)."""
     name, ns = p["speculator"], p["namespace"]
@@ -142,7 +149,7 @@ class LocalActuator:
             return  # already started (an action retried after a restart)
         out.mkdir(parents=True, exist_ok=True)
         values = {"speculator": speculator, "out": str(out), "run_id": run_id, "parent": parent or ""}
-        argv = [a.format(**values) for a in self._config.adapt_command]
+        argv = [fill(a, values) for a in self._config.adapt_command]
         with (out / "adapt.log").open("wb") as logf:
             self._procs[run_id] = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT)
         marker.write_text(str(time.time()))
@@ -153,6 +160,12 @@ class LocalActuator:
         proc = self._procs.get(run_id)
         code = proc.poll() if proc is not None else None
         if proc is not None and code is None:
+            marker = out / ".started"
+            if time.time() - float(marker.read_text() or 0) > self._config.run_timeout_s:
+                proc.kill()
+                return RunStatus(
+                    status="failed", message=f"timed out after {self._config.run_timeout_s:.0f} s"
+                )
             return RunStatus(status="running")
         manifest = out / "manifest.json"
         if manifest.exists() and (code in (None, 0)):

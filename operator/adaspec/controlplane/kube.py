@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .actuators import RunStatus
+from .actuators import RunStatus, fill
 from .config import KubernetesActuatorConfig
 
 GROUP, VERSION = "adaspec.dev", "v1alpha1"
@@ -110,7 +110,7 @@ def adaptation_job(
                         {
                             "name": "adapt",
                             "image": config.image,
-                            "args": [a.format(**values) for a in config.job_args],
+                            "args": [fill(a, values) for a in config.job_args],
                         }
                     ],
                 },
@@ -120,10 +120,19 @@ def adaptation_job(
 
 
 def job_status(job: dict[str, Any]) -> RunStatus:
-    """Return where an adaptation Job stands (its candidate arrives through the API)."""
+    """Return where an adaptation Job stands.
+
+    Its candidate arrives through the API (`POST .../revisions` with the run id) before the Job ends, and
+    only runs still in flight are polled: a Job that completed while its run is in flight never
+    registered one, which is a failure.
+    """
     for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") == "Failed":
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Failed":
             return RunStatus(status="failed", message=str(cond.get("message") or cond.get("reason") or ""))
+        if cond.get("type") == "Complete":
+            return RunStatus(status="failed", message="job completed without registering a candidate")
     return RunStatus(status="running")
 
 

@@ -58,6 +58,8 @@ def test_job_status() -> None:
     }
     assert job_status(failed).status == "failed" and job_status(failed).message == "BackoffLimitExceeded"
     assert job_status({"status": {"active": 1}}).status == "running"
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert job_status(done).status == "failed" and "without registering" in job_status(done).message
 
 
 def test_dns_name() -> None:
