@@ -168,3 +168,27 @@ def test_database_down_mid_run_loses_no_decision(tmp_path: Path) -> None:
         fleet.close()
         server.cleanup()
     assert k == ["drift", "adapt", "start_canary", "canary_check", "canary_check", "promote", "guard_passed"]
+
+
+def test_stale_pod_starts_a_new_base_line(store: Store, tmp_path: Path) -> None:
+    fleet = Fleet(lambda revision, role, minute: 0.7)
+    try:
+        st = settings(fleet, tmp_path, "unused")
+        st.stale_after_s = 300
+        cp = start(st, store)
+        run(cp, fleet, range(0, 5))
+        fleet.pods["stable"].down = True
+        run(cp, fleet, range(5, 15))  # unseen for 10 minutes while its counters keep growing
+        fleet.pods["stable"].down = False
+        run(cp, fleet, range(15, 18))
+        with store.factory() as s:
+            stable = list(
+                s.execute(
+                    select(MetricSample).where(MetricSample.role == "stable").order_by(MetricSample.ts)
+                ).scalars()
+            )
+    finally:
+        fleet.close()
+    minutes = [int((m.ts - at(0)).total_seconds() // 60) for m in stable]
+    assert minutes == [1, 2, 3, 4, 16, 17]  # minute 15 only set the base line again
+    assert max(m.draft_tokens for m in stable) == 4000  # no sample spans the gap
