@@ -333,9 +333,8 @@ class ControlPlane:
                 if spec.canary_revision is None or (
                     revision is not None and revision != spec.canary_revision
                 ):
-                    raise Conflict(
-                        f"speculator {name}: no canary {revision or ''} to promote".replace("  ", " ")
-                    )
+                    wanted = f"canary {revision}" if revision else "canary"
+                    raise Conflict(f"speculator {name}: no {wanted} to promote (phase {spec.phase})")
                 d = Decision(kind="promote", reason=why, inputs={"revision": spec.canary_revision})
                 return lifecycle.promote(s, spec, d, actor, now)[0]
             if op == "rollback":
