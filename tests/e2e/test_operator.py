@@ -150,6 +150,7 @@ def test_sample_becomes_ready_with_owned_children_and_gpu_pods(operator: Any, ku
     wait_for(
         lambda: any(e["reason"] == "Created" for e in events_of(kube_cluster, "llama-8b")), "Created events"
     )
+    assert not [e for e in events_of(kube_cluster, "llama-8b") if e["reason"] == "Logging"]  # no log spam
 
 
 def test_spec_update_rolls_pods_in_place(operator: Any, kube_cluster: Any) -> None:

@@ -22,7 +22,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="adaspec.dev")
     # kopf puts a finalizer on resources with timers (to stop them cleanly); name it after us.
     settings.persistence.finalizer = "adaspec.dev/operator"
-    settings.posting.level = logging.INFO
+    settings.posting.level = logging.INFO  # our own kopf.info/kopf.warn Events
+    settings.posting.loggers = False  # but not every log line ("Handler ... succeeded") as an Event
     settings.watching.server_timeout = 300
     memo.kube = Kube.from_environment()
 
