@@ -115,15 +115,16 @@ class TokenReview:
         return principal
 
 
-def kubernetes_review() -> Callable[[str], dict[str, Any]]:
-    """Return a TokenReview call through the in-cluster (or kubeconfig) credentials."""
+def kubernetes_review(api_client: Any | None = None) -> Callable[[str], dict[str, Any]]:
+    """Return a TokenReview call through `api_client`, else the in-cluster (or kubeconfig) credentials."""
     from kubernetes import client, config
 
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = client.AuthenticationV1Api()
+    if api_client is None:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = client.AuthenticationV1Api(api_client)
 
     def review(token: str) -> dict[str, Any]:
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token))

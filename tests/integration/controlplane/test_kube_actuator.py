@@ -78,3 +78,21 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any) -> None:
     rolled = get(cluster, "specrev", ns, "chat-r1")["status"]
     assert rolled == {"phase": "RolledBack", "reason": "regression after promotion"}
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+@pytest.mark.slow
+def test_token_review_against_the_api_server(cluster: Any) -> None:
+    from adaspec.controlplane.auth import Principal, TokenReview, kubernetes_review
+    from kubernetes import config
+
+    ns = f"cp-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("create", "serviceaccount", "ops", "-n", ns)
+    ops = cluster.kubectl("create", "token", "ops", "-n", ns).stdout.strip()
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    auth = TokenReview(kubernetes_review(api), admin_groups=[f"system:serviceaccounts:{ns}"], read_groups=[])
+    assert auth.authenticate(ops) == Principal(f"system:serviceaccount:{ns}:ops", "admin")
+    assert auth.authenticate(ops[:-4] + "AAAA") is None
+    other = TokenReview(kubernetes_review(api), admin_groups=[], read_groups=["system:serviceaccounts"])
+    assert other.authenticate(ops) == Principal(f"system:serviceaccount:{ns}:ops", "read")
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
