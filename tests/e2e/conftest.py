@@ -91,9 +91,9 @@ class OperatorProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(installed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """Run the operator against the cluster (with kopf peering) for the whole session."""
+    """Run the operator against the cluster (with kopf peering) for the tests of one module."""
     installed.kubectl("apply", "-k", str(ROOT / "manifests" / "sample"), "--dry-run=server")  # CRDs served
     installed.kubectl("apply", "-f", str(ROOT / "manifests" / "sample" / "peering.yaml"))
     env = {

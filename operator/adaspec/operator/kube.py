@@ -124,14 +124,31 @@ class Kube:
             raise
         return True
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch the status subresource."""
-        self._call(
-            "PATCH",
-            object_path(kind, namespace, name, "status"),
-            body={"status": dict(status)},
-            content_type="application/merge-patch+json",
-        )
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str = ""
+    ) -> bool:
+        """Merge-patch the status subresource; return False when `resource_version` is no longer current.
+
+        With a resource version the patch applies only to the object as it was read, so a status computed
+        from a stale read never overwrites what another writer (the control plane) has just set.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            self._call(
+                "PATCH",
+                object_path(kind, namespace, name, "status"),
+                body=body,
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """Merge-patch the object."""

@@ -142,6 +142,7 @@ def refresh_status(
         problem=resolved.problem,
     )
     patch = status_patch(old, new)
-    if patch:
-        kube.patch_status("AdaptiveSpeculator", owner.namespace, owner.name, patch)
+    version = str(body["metadata"].get("resourceVersion", ""))
+    if patch and not kube.patch_status("AdaptiveSpeculator", owner.namespace, owner.name, patch, version):
+        return {}  # changed since it was read: the change's own event reconciles again
     return patch

@@ -81,3 +81,9 @@ def test_missing_objects_are_none_and_other_errors_raise() -> None:
     with pytest.raises(ApiException) as exc:
         Kube(FakeApiClient((403, {"reason": "Forbidden"}))).get("Deployment", "ns", "d")
     assert exc.value.status == 403
+
+
+def test_status_patch_with_a_stale_resource_version_reports_conflict() -> None:
+    api = FakeApiClient((409, {"reason": "Conflict"}))
+    assert Kube(api).patch_status("AdaptiveSpeculator", "ns", "a", {"phase": "Ready"}, "41") is False
+    assert api.requests[0]["body"]["metadata"] == {"resourceVersion": "41"}

@@ -32,8 +32,13 @@ class FakeKube:
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         return self.objects.pop((kind, namespace, name), None) is not None
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str = ""
+    ) -> bool:
+        if resource_version == "stale":
+            return False
         self.status_patches.append(dict(status))
+        return True
 
     def has_api_group(self, group_version: str) -> bool:
         return self.servicemonitors
@@ -124,3 +129,12 @@ def test_a_missing_stable_revision_changes_no_children_and_degrades() -> None:
     assert kube.status_patches[-1]["phase"] == "Degraded"
     degraded = [c for c in kube.status_patches[-1]["conditions"] if c["type"] == "Degraded"]
     assert degraded[0]["reason"] == "RevisionMissing"
+
+
+def test_a_status_computed_from_a_stale_read_is_dropped() -> None:
+    kube = FakeKube()
+    b = body()
+    b["metadata"]["resourceVersion"] = "stale"
+    events: list[tuple[str, str, str]] = []
+    outcome = reconcile(kube, b, lambda *e: events.append(e))  # type: ignore[arg-type]
+    assert outcome.status == {} and kube.status_patches == []
