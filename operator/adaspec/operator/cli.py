@@ -10,7 +10,12 @@ def register(sub: Any) -> None:
     """Add this part's subcommands to the `adaspec` parser."""
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
-    op.add_argument("--peering", default="adaspec", help="kopf peering object for active/passive replicas")
+    op.add_argument(
+        "--peering",
+        default=None,
+        help="kopf peering object for active/passive replicas (required to exist when named; "
+        "manifests/ uses the ClusterKopfPeering 'adaspec')",
+    )
     op.add_argument("--standalone", action="store_true", help="run without peering")
     op.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
     op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
