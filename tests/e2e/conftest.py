@@ -61,14 +61,14 @@ def service_account_kubeconfig(cluster: Any) -> Path:
 class OperatorProcess:
     """`adaspec operator` as a child process, restartable, with its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
+    def __init__(self, env: dict[str, str], log: Path, extra: tuple[str, ...] = ()) -> None:
+        self.env, self.log, self.extra = env, log, extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "adaspec.cli.main", "operator", "--peering=adaspec"],
+                [sys.executable, "-m", "adaspec.cli.main", "operator", "--peering=adaspec", *self.extra],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -85,7 +85,7 @@ def test_operator_pod_is_admitted_in_the_restricted_namespace(installed: Any) ->
             "get", "pods", "-n", "adaspec-system", "-l", sel, "-o", "jsonpath={.items[*].status.phase}"
         )
         phases = out.stdout.split()
-        if phases == ["Running"]:
+        if phases == ["Running", "Running"]:  # two replicas, active/passive through peering
             return
         time.sleep(0.5)
     pytest.fail(f"operator pod not Running under Pod Security 'restricted': {phases}")

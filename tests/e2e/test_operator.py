@@ -369,6 +369,25 @@ def test_runtime_pods_pass_restricted_pod_security(operator: Any, kube_cluster: 
     wait_for(running, "a runtime pod admitted under the restricted Pod Security Standard", timeout=90)
 
 
+def test_peering_keeps_one_of_two_operators_active(operator: Any, kube_cluster: Any, tmp_path: Path) -> None:
+    second = type(operator)(operator.env, tmp_path / "second.log", ("--priority=100",))
+    second.start()
+    try:
+        wait_for(
+            lambda: "Pausing operations in favour of" in operator.tail(100000), "the first operator paused"
+        )
+        create_speculator(kube_cluster, "peered")
+        wait_for(
+            lambda: ready(kube_cluster, "peered"), "peered Ready while the first operator waits", timeout=90
+        )
+        assert "peered" in second.tail(100000)
+    finally:
+        second.stop()
+    wait_for(
+        lambda: "Resuming operations" in operator.tail(100000), "the first operator active again", timeout=90
+    )
+
+
 def test_operator_log_has_no_permission_errors(operator: Any) -> None:
     log = operator.tail(100000)
     assert "Forbidden" not in log and "forbidden" not in log, operator.tail()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import socket
 from typing import Any
 
 
@@ -17,7 +19,13 @@ def register(sub: Any) -> None:
         "manifests/ uses the ClusterKopfPeering 'adaspec')",
     )
     op.add_argument("--standalone", action="store_true", help="run without peering")
-    op.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
+    op.add_argument(
+        "--priority",
+        type=peering_priority,
+        default=0,
+        help="peering priority: the highest live one is active, the others wait; 'auto' derives a distinct "
+        "one from the host (pod) name, so that replicas of one Deployment are active/passive",
+    )
     op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     op.set_defaults(func=_operator)
 
@@ -36,6 +44,19 @@ def register(sub: Any) -> None:
     for action in (up, down, env):
         action.add_argument("--name", default="dev", help="cluster name (state under the cache directory)")
         action.set_defaults(func=_cluster)
+
+
+def peering_priority(value: str, hostname: str | None = None) -> int:
+    """Return a peering priority: an integer as given, or for 'auto' one derived from the host name."""
+    if value != "auto":
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--priority must be an integer or 'auto', got {value!r}"
+            ) from None
+    name = hostname if hostname is not None else socket.gethostname()
+    return 1 + int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % 1_000_000
 
 
 def _operator(args: argparse.Namespace) -> int:

@@ -67,3 +67,16 @@ def test_operator_subcommands_are_registered(argv: list[str], capsys: pytest.Cap
         build_parser().parse_args(argv)
     assert exc.value.code == 0
     assert "usage: adaspec" in capsys.readouterr().out
+
+
+def test_peering_priority_is_an_integer_or_derived_from_the_host() -> None:
+    import argparse
+
+    from adaspec.operator.cli import peering_priority
+
+    assert peering_priority("7") == 7
+    a, b = peering_priority("auto", "op-6d4f-abcde"), peering_priority("auto", "op-6d4f-fghij")
+    assert a != b and a > 0 and b > 0
+    assert peering_priority("auto", "op-6d4f-abcde") == a
+    with pytest.raises(argparse.ArgumentTypeError, match="--priority"):
+        peering_priority("high")
