@@ -7,6 +7,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from adaspec.cli.errors import CommandError
+
+__all__ = ["CommandError", "build_parser", "main"]
+
 # Modules that define `register(subparsers) -> None`. They must import heavy dependencies (torch,
 # kopf, sqlalchemy) only inside their command handlers, so that `adaspec --help` works in every
 # image (the operator image has no torch).
@@ -15,10 +19,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "adaspec.operator.cli",
     "adaspec.controlplane.cli",
 )
-
-
-class CommandError(Exception):
-    """A user-facing error: printed as one line on stderr, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from adaspec.cli.main import CommandError
+from adaspec.cli.errors import CommandError
 from adaspec.runtime.engine import build_engine
 from adaspec.runtime.models import ModelLoadError, load_tokenizer
 from adaspec.runtime.sampling import SamplingParams

@@ -216,12 +216,16 @@ class Controller:
         return Plan(name, k, v)
 
     def rank(self, names: Iterable[str], k_cap: int) -> list[Plan]:
-        """Plans for every proposer, best first; with probability `exploration` a random one leads."""
+        """Plans for every proposer, best first.
+
+        With probability `exploration` a random proposer leads with at least one token, so estimates
+        of proposers (or lookaheads) that look unprofitable keep being refreshed instead of freezing.
+        """
         plans = sorted((self.plan(n, k_cap) for n in names), key=lambda p: -p.tokens_per_second)
-        if len(plans) > 1 and self.cfg.fixed_k is None and self.rng.random() < self.cfg.exploration:
-            pick = self.rng.randrange(1, len(plans))
-            chosen = plans.pop(pick)
-            plans.insert(0, Plan(chosen.proposer, max(chosen.k, 1), plans[0].tokens_per_second))
+        if plans and self.cfg.fixed_k is None and k_cap > 0 and self.rng.random() < self.cfg.exploration:
+            chosen = plans.pop(self.rng.randrange(len(plans)))
+            lead = plans[0].tokens_per_second if plans else chosen.tokens_per_second
+            plans.insert(0, Plan(chosen.proposer, max(chosen.k, 1), max(lead, chosen.tokens_per_second)))
         return plans
 
     def plain_tokens_per_second(self) -> float:
@@ -245,15 +249,13 @@ class Controller:
     ) -> tuple[int, float]:
         """Return (k, tokens/s): the prefix of a finished draft worth verifying.
 
-        Drafting time is already spent, so only the verify cost depends on k.
+        Drafting time is already spent, so it is added to every option, k = 0 included.
         """
         n = len(confidences)
         if self.cfg.fixed_k is not None:
             return n, float("inf")
         ps = [self.table.p_token(name, i, c, match_len) for i, c in enumerate(confidences)]
-        k, v = best_lookahead(ps, lambda _k: draft_seconds, lambda q: self.costs.t_verify(q))
-        if k == 0:
-            v = 1.0 / (draft_seconds + self.costs.t_verify(1))
+        k, v = best_lookahead(ps, lambda _k: draft_seconds, lambda q: draft_seconds + self.costs.t_verify(q))
         if k < min(self.cfg.k_min, n):
             k = min(self.cfg.k_min, n)
         return k, v

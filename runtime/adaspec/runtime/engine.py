@@ -110,18 +110,24 @@ class SpeculativeEngine:
         self, active: dict[str, Proposer], context: list[int], k_cap: int, stats: GenerationStats
     ) -> tuple[str, Draft, int] | None:
         """Propose phase: cheap proposers draft first; an expensive one drafts if its plan beats them."""
-        if k_cap <= 0 or not active or self.controller is None:
+        if self.controller is None:
             return None
         ctl = self.controller
+        k_cap = min(k_cap, ctl.cfg.fixed_k or ctl.cfg.k_max)
+        if k_cap <= 0 or not active:
+            return None
         plans: list[Plan] = ctl.rank(active, k_cap)
         budget = CHEAP_DRAFT_FRACTION * ctl.costs.t_verify(1)
         fixed = ctl.cfg.fixed_k is not None
+        is_cheap = {p.proposer: ctl.costs.t_draft(p.proposer, ctl.cfg.k_max) < budget for p in plans}
+        plans.sort(key=lambda p: not is_cheap[p.proposer])  # stable: cheap ones first, each group by rank
         best: tuple[float, str, Draft, int] | None = None
+        expensive_tried = False  # at most one model drafter per step
         for plan in plans:
-            cheap = ctl.costs.t_draft(plan.proposer, ctl.cfg.k_max) < budget
-            if fixed or cheap:
+            if fixed or is_cheap[plan.proposer]:
                 got = self._draft(active[plan.proposer], context, k_cap, stats)
-            elif plan.k > 0 and (best is None or plan.tokens_per_second > best[0]):
+            elif not expensive_tried and plan.k > 0 and (best is None or plan.tokens_per_second > best[0]):
+                expensive_tried = True
                 got = self._draft(active[plan.proposer], context, k_cap, stats)
             else:
                 continue
@@ -131,10 +137,8 @@ class SpeculativeEngine:
                 break
         if best is None:
             return None
-        value, name, draft, k = best
-        if k == 0 or (not fixed and ctl.cfg.k_min == 0 and value <= ctl.plain_tokens_per_second()):
-            return None
-        return name, draft, k
+        _, name, draft, k = best
+        return (name, draft, k) if k > 0 else None
 
     def _verify(
         self,

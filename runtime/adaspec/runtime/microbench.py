@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaspec.cli.main import CommandError
+from adaspec.cli.errors import CommandError
 from adaspec.runtime.corpus import collect, default_roots
 from adaspec.runtime.engine import autoregressive_generate, build_engine
 from adaspec.runtime.fixtures import build_fixtures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ class CachedLM:
     def __post_init__(self) -> None:
         self.cache = DynamicCache()
         self.cached_ids: list[int] = []
+        # transformers >= 5.24 names the KV-cache argument `cache` (older: `past_key_values`)
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @property
     def vocab_size(self) -> int:
@@ -125,8 +129,7 @@ class CachedLM:
         if not ids:
             raise ValueError("feed needs at least one token")
         x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # [1, n]
-        out = self.model(input_ids=x, past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+        out = self.model(input_ids=x, use_cache=True, **{self._cache_kw: self.cache})  # updates the cache
         self.cached_ids.extend(int(i) for i in ids)
         logits: torch.Tensor = out.logits[0].float()  # [n, vocab]
         return logits

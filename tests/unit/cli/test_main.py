@@ -17,8 +17,7 @@ def test_stdlib_operator_is_not_shadowed() -> None:
 
 def test_help_lists_commands_without_importing_torch() -> None:
     code = (
-        "import sys; from adaspec.cli.main import build_parser; build_parser();"
-        "print('torch' in sys.modules)"
+        "import sys; from adaspec.cli.main import build_parser; build_parser();print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
 from adaspec.runtime.artifacts import ArtifactError, load_revision, save_revision
+from transformers import LlamaConfig, LlamaForCausalLM
 
 
 def _tiny() -> LlamaForCausalLM:

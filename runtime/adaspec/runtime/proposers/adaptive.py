@@ -38,7 +38,7 @@ class AdaptiveConfig:
     max_context: int = 384  # prompt tokens kept per example
     buffer_size: int = 64  # examples kept for replay
     batch_size: int = 4
-    steps_per_request: int = 2  # optimisation steps per served request
+    steps_per_request: int = 4  # optimisation steps per served request
     background: bool = False  # train in a worker thread (serving) or inline at request end (tests)
     compute_share: float = 0.25  # background: fraction of wall time the worker may train
     seed: int = 0
@@ -130,7 +130,7 @@ class OnlineDistiller:
         for ex in batch:
             loss = self._loss(ex) / len(batch)
             loss.backward()  # type: ignore[no-untyped-call]
-            total += float(loss)
+            total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.steps += 1

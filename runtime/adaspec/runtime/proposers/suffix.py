@@ -91,8 +91,9 @@ class NGramIndex:
 class SuffixProposer:
     """Drafts the most frequent continuation of the longest matching context suffix.
 
-    Sources: the request's own prompt and output (always), and an index of previous requests,
-    kept per workload tag (at most `max_tags` tags, least recently used evicted).
+    Sources: the request's own prompt and output (always), and an index of previous requests' outputs
+    (what the target generated; their prompts too with `index_prompts`), kept per workload tag (at
+    most `max_tags` tags, least recently used evicted).
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class SuffixProposer:
         max_tokens: int = 65536,
         max_tags: int = 16,
         min_token_prob: float = 0.1,
-        index_prompts: bool = True,
+        index_prompts: bool = False,
     ) -> None:
         self.name = name
         self.min_n, self.max_n, self.max_tokens = min_n, max_n, max_tokens

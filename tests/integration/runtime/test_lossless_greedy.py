@@ -1,0 +1,56 @@
+"""Greedy speculative decoding returns exactly the target's own tokens, for every strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from adaspec.runtime.engine import autoregressive_generate, build_engine
+from adaspec.runtime.microbench import Prompt
+from adaspec.runtime.models import load_causal_lm
+
+MAX_NEW = 24
+
+
+@pytest.fixture(scope="module")
+def hf_reference(fixture_dir: Path, prompts: list[Prompt]) -> list[list[int]]:
+    """transformers' own generate(do_sample=False) on each prompt."""
+    model = load_causal_lm(fixture_dir / "target", "target")
+    out = []
+    for p in prompts:
+        ids = torch.tensor([p.ids])
+        with torch.inference_mode():
+            gen = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=MAX_NEW,
+                eos_token_id=0,
+                pad_token_id=0,
+            )
+        out.append(gen[0, len(p.ids) :].tolist())
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["target-only", "static", "suffix", "adaptive", "hybrid"])
+def test_every_strategy_equals_transformers_generate(
+    strategy: str, fixture_dir: Path, prompts: list[Prompt], hf_reference: list[list[int]]
+) -> None:
+    engine = build_engine(fixture_dir / "target", fixture_dir / "draft", strategy)
+    drafted = 0
+    for p, ref in zip(prompts, hf_reference, strict=True):
+        res = engine.generate(p.ids, MAX_NEW, tag=p.lang)
+        assert res.token_ids == ref, f"{strategy} diverged from the target on a {p.lang} prompt"
+        drafted += sum(s.draft_tokens for s in res.stats.per_speculator.values())
+        assert res.stats.generated_tokens == len(ref)
+    if strategy != "target-only":
+        assert drafted > 0, "the strategy never speculated, so this test would prove nothing"
+
+
+def test_plain_baseline_equals_transformers_generate(
+    fixture_dir: Path, prompts: list[Prompt], hf_reference: list[list[int]]
+) -> None:
+    engine = build_engine(fixture_dir / "target", None, "target-only")
+    for p, ref in zip(prompts, hf_reference, strict=True):
+        assert autoregressive_generate(engine.target, p.ids, MAX_NEW, eos_token_id=0) == ref
