@@ -41,17 +41,17 @@ class ModelShape:
 class FixtureRecipe:
     """Everything that determines the fixture models (its hash names the cache entry)."""
 
-    vocab_size: int = 1536
+    vocab_size: int = 1024
     max_positions: int = 1024
     target: ModelShape = ModelShape(hidden=128, layers=3, heads=4, kv_heads=2, intermediate=384)
     draft: ModelShape = ModelShape(hidden=64, layers=1, heads=2, kv_heads=1, intermediate=192)
     target_langs: tuple[str, ...] = ("python", "go")
     draft_langs: tuple[str, ...] = ("python",)
     bytes_per_lang: int = 1_000_000
-    seq_len: int = 128
+    seq_len: int = 96
     batch: int = 8
-    target_steps: int = 400
-    draft_steps: int = 300
+    target_steps: int = 300
+    draft_steps: int = 200
     lr: float = 3e-3
     seed: int = 0
     versions: dict[str, str] = field(default_factory=dict)
