@@ -8,17 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from adaspec.cli.argtypes import positive_int
+
 STRATEGY_NAMES = ("target-only", "static", "suffix", "adaptive", "hybrid")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -49,7 +41,7 @@ def register(sub: Any) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-file", help="file holding the prompt text")
-    g.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    g.add_argument("--max-new-tokens", type=positive_int, default=64)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0)
@@ -67,8 +59,8 @@ def register(sub: Any) -> None:
     bsub = b.add_subparsers(dest="bench", metavar="BENCH")
     bsub.required = True
     m = bsub.add_parser("micro", help="every strategy side by side on the fixture models")
-    m.add_argument("--prompts", type=_positive_int, default=12, help="prompts per language")
-    m.add_argument("--max-new-tokens", type=_positive_int, default=48)
+    m.add_argument("--prompts", type=positive_int, default=12, help="prompts per language")
+    m.add_argument("--max-new-tokens", type=positive_int, default=48)
     m.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_bench_micro)
