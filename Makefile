@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
-## demo: the main job on the embedded default (fixture models, hybrid decoder, stats side by side)
+## demo: the main job: the workload-drift benchmark on SmolLM2-135M (static vs adaptive vs peers);
+## on a fresh machine it first converts the model and trains the static draft (15-minute budget, cached)
 demo: venv
-	$(VENV)/bin/adaspec bench micro
+	$(VENV)/bin/adaspec bench drift --quick --out bench/results/drift-quick
 
 ## lint: ruff and mypy over the package and the tests
 lint: venv
