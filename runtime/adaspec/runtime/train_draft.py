@@ -196,7 +196,12 @@ def train(
     heldout = [f for f in corpus.files if is_heldout(f)]
     eval_stream = token_stream(corpus, heldout, encode, eos, recipe.seed + 1, heldout_used)
     eval_batches = batches(eval_stream, 2, recipe.seq_len)
-    eval_data = [next(eval_batches) for _ in range(max(1, recipe.eval_sequences // 2))]
+    eval_data = [b for _, b in zip(range(max(1, recipe.eval_sequences // 2)), eval_batches, strict=False)]
+    if not eval_data:
+        raise WorkloadError(
+            f"{corpus.lang} corpus {str(corpus.path)!r}: its held-out files hold fewer than "
+            f"{2 * recipe.seq_len} tokens, too few to evaluate the draft"
+        )
     student.eval()
     kl_before, agree_before = evaluate(student, target, eval_data)
 

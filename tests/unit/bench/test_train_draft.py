@@ -106,3 +106,41 @@ def test_saved_draft_is_found_by_its_recipe_hash(tmp_path: Path) -> None:
     assert cached_report(out, "other") is None
     reloaded = LlamaForCausalLM.from_pretrained(str(out))
     assert torch.equal(reloaded.model.norm.weight, student.model.norm.weight)
+
+
+def tiny_target_dir(tmp_path: Path) -> Path:
+    """A tiny Llama target with a word-level tokenizer, saved as an HF directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<eos>", "def", "return", "f", "(", ")", ":", "x", "+", "1", "=", "\n"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
+    out = tmp_path / "target"
+    target = tiny_target()
+    target.save_pretrained(str(out))
+    fast.save_pretrained(str(out))
+    return out
+
+
+def test_train_end_to_end_on_a_tiny_target(tmp_path: Path) -> None:
+    from adaspec.runtime.train_draft import train
+    from adaspec.runtime.workloads import WorkloadError
+
+    target_dir = tiny_target_dir(tmp_path)
+    src = tmp_path / "src"
+    src.mkdir()
+    corpus_dir(src, 40)
+    recipe = DraftRecipe(
+        layers=1, seq_len=8, batch_size=2, budget_minutes=0.05, max_steps=3, eval_sequences=2
+    )
+    student, _, report = train(target_dir, CorpusSpec("python", src), recipe)
+    assert 1 <= report.steps <= 3 and report.tokens == report.steps * 16
+    assert report.training_files and not any(is_heldout(f) for f in report.training_files)
+    assert student.config.num_hidden_layers == 1
+    few = tmp_path / "few"
+    few.mkdir()
+    (few / "a.py").write_text("x = 1\n")
+    with pytest.raises(WorkloadError, match="training split|held-out"):
+        train(target_dir, CorpusSpec("python", few), recipe)
