@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from adaspec.operator.devcluster import build, cluster
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
+
 from adaspec.operator.models import GROUP, VERSION, AdaptiveSpeculatorSpec, Resources
 
 Role = Literal["stable", "canary"]

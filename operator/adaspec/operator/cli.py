@@ -61,6 +61,7 @@ def peering_priority(value: str, hostname: str | None = None) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     import kopf
+
     from adaspec.operator import handlers
 
     del handlers  # imported for its registrations

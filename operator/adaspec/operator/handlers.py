@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
+
 from adaspec.operator import builders
 from adaspec.operator.kube import Kube
 from adaspec.operator.models import GROUP, REVISIONS, SPECULATORS, VERSION, AdaptiveSpeculatorSpec
 from adaspec.operator.reconcile import reconcile, refresh_status
-from pydantic import ValidationError
 
 RESYNC_SECONDS = 30.0
 

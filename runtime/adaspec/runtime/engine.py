@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+
 from adaspec.runtime.controller import Controller, ControllerConfig, CostModel, Plan
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig

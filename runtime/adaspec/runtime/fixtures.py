@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 import tqdm
-from adaspec.runtime.corpus import SourceFile, collect, default_roots
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
+
+from adaspec.runtime.corpus import SourceFile, collect, default_roots
+from adaspec.runtime.models import small_llama
 
 EOS = "<|endoftext|>"
 
@@ -86,26 +88,20 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     )
 
 
-def _llama(shape: ModelShape, recipe: FixtureRecipe) -> LlamaForCausalLM:
-    cfg = LlamaConfig(
-        vocab_size=recipe.vocab_size,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=recipe.max_positions,
-        tie_word_embeddings=True,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
+def _llama(shape: ModelShape, recipe: FixtureRecipe) -> Any:
+    return small_llama(
+        recipe.vocab_size,
+        shape.hidden,
+        shape.layers,
+        shape.heads,
+        shape.kv_heads,
+        shape.intermediate,
+        recipe.max_positions,
+        seed=recipe.seed,
     )
-    return LlamaForCausalLM(cfg)
 
 
-def _train_lm(
-    model: LlamaForCausalLM, stream: torch.Tensor, steps: int, recipe: FixtureRecipe, desc: str
-) -> float:
+def _train_lm(model: Any, stream: torch.Tensor, steps: int, recipe: FixtureRecipe, desc: str) -> float:
     """Next-token training on random windows of a token stream [N]; returns the final loss (EMA)."""
     gen = torch.Generator().manual_seed(recipe.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)

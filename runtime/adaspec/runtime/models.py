@@ -155,3 +155,35 @@ class CachedLM:
         n = min(n, len(context) - 1)
         self.truncate(n)
         return list(context[n:])
+
+
+def small_llama(
+    vocab_size: int,
+    hidden: int = 16,
+    layers: int = 1,
+    heads: int = 2,
+    kv_heads: int = 1,
+    intermediate: int = 32,
+    max_positions: int = 128,
+    seed: int | None = 0,
+) -> Any:
+    """A freshly initialised Llama with tied embeddings (fixtures, scratch drafts, tests); eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    model: Any = LlamaForCausalLM(cfg)
+    return model.eval()

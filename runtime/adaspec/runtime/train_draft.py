@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from adaspec.runtime.workloads import Corpus, CorpusSpec, WorkloadError, is_heldout, list_corpus
 
 RECIPE_VERSION = 1
@@ -323,8 +324,9 @@ def ensure_draft(
 
     The progress bar runs over the time budget and shows the step and the smoothed KL loss.
     """
-    from adaspec.runtime.pretrained import cache_root
     from tqdm import tqdm
+
+    from adaspec.runtime.pretrained import cache_root
 
     if not (target_dir / "config.json").is_file():
         raise ValueError(f"target model directory {str(target_dir)!r} has no config.json")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
 from adaspec.runtime.sampling import sample
 
 

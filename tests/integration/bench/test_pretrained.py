@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import torch
-from adaspec.runtime.pretrained import CONVERSION_MARKER, ensure_pretrained
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from adaspec.runtime.pretrained import CONVERSION_MARKER, ensure_pretrained
 
 
 def test_conversion_is_cached_and_the_model_writes_python() -> None:

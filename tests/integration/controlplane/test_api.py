@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+
 from adaspec.controlplane.actuators import NullActuator
 from adaspec.controlplane.api import create_app
 from adaspec.controlplane.auth import TokenFile
 from adaspec.controlplane.config import Settings
 from adaspec.controlplane.wiring import build, open_store
-from fastapi.testclient import TestClient
 
 from .scenario import T0
 

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
 from adaspec.controlplane.fetch import ScrapeError, fetch_many, http_get
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from adaspec.controlplane.config import KubernetesActuatorConfig
 from adaspec.controlplane.kube import KubernetesActuator
 
@@ -82,8 +83,9 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any) -> None:
 
 @pytest.mark.slow
 def test_token_review_against_the_api_server(cluster: Any) -> None:
-    from adaspec.controlplane.auth import Principal, TokenReview, kubernetes_review
     from kubernetes import config
+
+    from adaspec.controlplane.auth import Principal, TokenReview, kubernetes_review
 
     ns = f"cp-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", ns)

@@ -11,10 +11,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from sqlalchemy import select
+
 from adaspec.controlplane.config import Settings
 from adaspec.controlplane.store.models import MetricSample, ScrapeTarget
 from adaspec.controlplane.wiring import build, open_store
-from sqlalchemy import select
 
 from .scenario import T0, at
 

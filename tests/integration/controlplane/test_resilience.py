@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
 from adaspec.controlplane.store.db import DatabaseUnavailable
 from adaspec.controlplane.store.models import Action, DecisionRecord, MetricSample, ScrapeTarget, Speculator
 from adaspec.controlplane.wiring import Store, open_store
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
 from .fleet import Fleet
 from .pg import PostgresServer

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
+
 from adaspec.controlplane.store.models import (
     Action,
     AdaptationRun,
@@ -15,7 +17,6 @@ from adaspec.controlplane.store.models import (
     Speculator,
 )
 from adaspec.controlplane.wiring import Store, open_store
-from sqlalchemy import func, select
 
 from .fleet import Fleet
 from .scenario import drifting, run, settings, start

@@ -9,11 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, text
+
 from adaspec.controlplane.scheduler import JOBS_TABLE, LEASE, Runner
 from adaspec.controlplane.store.db import acquire_lease, release_lease
 from adaspec.controlplane.store.models import AdaptationRun
 from adaspec.controlplane.wiring import Store, build, open_store
-from sqlalchemy import select, text
 
 from .fleet import Fleet
 from .scenario import T0, settings

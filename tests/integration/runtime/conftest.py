@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from adaspec.runtime.fixtures import build_fixtures
 from adaspec.runtime.microbench import Prompt, cut_prompts
 from adaspec.runtime.models import load_tokenizer

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from adaspec.runtime.controller import Controller, ControllerConfig, CostModel
 from adaspec.runtime.engine import SpeculativeEngine, autoregressive_generate
 from adaspec.runtime.microbench import Prompt

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from adaspec.runtime.engine import autoregressive_generate, build_engine
 from adaspec.runtime.microbench import Prompt
 from adaspec.runtime.models import load_causal_lm

@@ -6,9 +6,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import adaspec.runtime.engine as engine_mod
 import pytest
 import torch
+
+import adaspec.runtime.engine as engine_mod
 from adaspec.runtime.engine import autoregressive_generate, build_engine
 from adaspec.runtime.microbench import Prompt
 from adaspec.runtime.sampling import SamplingParams

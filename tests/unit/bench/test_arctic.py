@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+
 from adaspec.runtime.proposers.arctic import ArcticSuffixProposer, MissingPackageError, build
 from adaspec.runtime.proposers.base import Proposer, RequestInfo
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from adaspec.cli.main import CommandError, main
 from adaspec.runtime.bench import drift
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from adaspec.runtime.proposers.base import Proposer, RequestInfo
 from adaspec.runtime.proposers.ngram import NgramProposer, build
 

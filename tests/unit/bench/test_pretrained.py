@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from adaspec.runtime.pretrained import GgufSource, PretrainedError, cache_root, locate_gguf
 
 

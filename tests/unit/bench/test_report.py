@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from adaspec.runtime.bench.report import PARTIAL_FILE, clear_outputs, table, write_all, write_partial
 from adaspec.runtime.bench.summary import RequestRecord, figures, goals, recovery_requests, summarize, windows
 

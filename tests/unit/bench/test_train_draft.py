@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
 from adaspec.runtime.train_draft import (
     DraftRecipe,
     TrainReport,
@@ -21,7 +23,6 @@ from adaspec.runtime.train_draft import (
     training_files,
 )
 from adaspec.runtime.workloads import CorpusSpec, is_heldout, list_corpus
-from transformers import LlamaConfig, LlamaForCausalLM
 
 
 def tiny_target() -> LlamaForCausalLM:

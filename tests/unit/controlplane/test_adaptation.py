@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from adaspec.controlplane.policies import adaptation
 from adaspec.controlplane.policies.adaptation import AdaptationObservation, AdaptationPolicy, AdaptationState
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from adaspec.controlplane.auth import Principal, TokenFile, TokenReview
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from adaspec.controlplane.counters import Counters
 from adaspec.controlplane.policies import drift
 from adaspec.controlplane.policies.drift import DriftPolicy, DriftState

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from adaspec.controlplane.config import KubernetesActuatorConfig
 from adaspec.controlplane.kube import (
     abort_patch,

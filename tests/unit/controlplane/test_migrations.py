@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaspec.controlplane.store.db import make_engine, migrate
-from adaspec.controlplane.store.models import Base
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
+from adaspec.controlplane.store.db import make_engine, migrate
+from adaspec.controlplane.store.models import Base
 
 
 def test_migrations_match_models(tmp_path: Path) -> None:

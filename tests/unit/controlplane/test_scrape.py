@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from adaspec.controlplane.counters import Counters
 from adaspec.controlplane.scrape import ParseError, parse_exposition
 

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from adaspec.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from adaspec.operator.kube import FIELD_MANAGER, Kube, object_path
 from kubernetes.client.exceptions import ApiException
+
+from adaspec.operator.kube import FIELD_MANAGER, Kube, object_path
 
 
 class Response:

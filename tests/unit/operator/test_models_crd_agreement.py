@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
-from adaspec.operator import models
 from pydantic import BaseModel, ValidationError
+
+from adaspec.operator import models
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+
 from adaspec.operator.kube import ApplyResult
 from adaspec.operator.reconcile import reconcile
 

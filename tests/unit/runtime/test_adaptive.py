@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
+
 from adaspec.runtime.controller import Controller, ControllerConfig, CostModel
 from adaspec.runtime.engine import SpeculativeEngine
-from adaspec.runtime.models import CachedLM
+from adaspec.runtime.models import CachedLM, small_llama
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig, AdaptiveProposer
-from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def _tiny(seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-    )
-    return LlamaForCausalLM(cfg).eval()
+def _tiny(seed: int) -> Any:
+    return small_llama(32, seed=seed)
 
 
 def test_background_training_publishes_weights_between_requests() -> None:

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+
 from adaspec.runtime.artifacts import ArtifactError, load_revision, save_revision
-from transformers import LlamaConfig, LlamaForCausalLM
+from adaspec.runtime.models import small_llama
 
 
-def _tiny() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg)
+def _tiny() -> Any:
+    return small_llama(64)
 
 
 def _save(path: Path) -> None:

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+
 from adaspec.runtime.controller import Controller, ControllerConfig, CostModel
 from adaspec.runtime.engine import SpeculativeEngine
-from adaspec.runtime.models import CachedLM
+from adaspec.runtime.models import CachedLM, small_llama
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
-from transformers import LlamaConfig, LlamaForCausalLM
 
 
 class Recorder:
@@ -36,17 +36,7 @@ class Recorder:
 
 
 def _target() -> CachedLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-    )
-    return CachedLM(LlamaForCausalLM(cfg).eval())
+    return CachedLM(small_llama(32))
 
 
 @pytest.mark.parametrize(("cfg", "limit"), [(ControllerConfig(fixed_k=4), 4), (ControllerConfig(k_max=3), 3)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from adaspec.runtime.sampling import SamplingParams, logits_to_probs
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from adaspec.runtime.proposers.base import RequestInfo
 from adaspec.runtime.proposers.suffix import NGramIndex, SuffixProposer
 

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+
 from adaspec.runtime.verify import Verdict, verify_greedy, verify_sampling
 
 

@@ -168,11 +168,12 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
     shared), while each strategy still sees the requests in serving order, so adaptive ones carry
     what they learned from request to request and phase to phase, as in a server.
     """
+    from tqdm import tqdm
+
     from adaspec.runtime.bench.costs import measure_costs
     from adaspec.runtime.engine import build_engine
     from adaspec.runtime.models import load_tokenizer
     from adaspec.runtime.sampling import SamplingParams
-    from tqdm import tqdm
 
     started = time.perf_counter()
     load_before = _load()

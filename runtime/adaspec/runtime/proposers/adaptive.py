@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from adaspec.runtime.artifacts import Manifest, save_revision
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.base import RequestInfo

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 
 PACKAGE = "arctic-inference"

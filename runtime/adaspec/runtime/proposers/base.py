@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
+
 from adaspec.runtime.sampling import SamplingParams
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaspec.runtime.models import CachedLM
+from adaspec.runtime.models import CachedLM, small_llama
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig, AdaptiveProposer
 from adaspec.runtime.proposers.base import Proposer
 from adaspec.runtime.proposers.static import DraftModelProposer
@@ -50,22 +50,10 @@ class BuildContext:
 
 def scratch_draft(ctx: BuildContext) -> Any:
     """A freshly initialised one-layer Llama draft for the target's vocabulary (adaptive from scratch)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=ctx.vocab_size,
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=ctx.max_positions,
-        tie_word_embeddings=True,
+    model = small_llama(
+        ctx.vocab_size, hidden=128, heads=4, kv_heads=2, intermediate=384, max_positions=ctx.max_positions
     )
-    model: Any = LlamaForCausalLM(cfg)
-    return model.to(ctx.device).eval()
+    return model.to(ctx.device)
 
 
 def proposers_for(strategy: str) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 
 EMPTY = Draft(token_ids=(), probs=None, confidence=())

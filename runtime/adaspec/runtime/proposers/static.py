@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 from adaspec.runtime.sampling import SamplingParams, logits_to_probs, sample

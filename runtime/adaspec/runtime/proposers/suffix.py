@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 
 

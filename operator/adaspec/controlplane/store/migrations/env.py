@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from adaspec.controlplane.store.models import Base
 from alembic import context
+
+from adaspec.controlplane.store.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
