@@ -249,15 +249,21 @@ class Controller:
     ) -> tuple[int, float]:
         """Return (k, tokens/s): the prefix of a finished draft worth verifying.
 
-        Drafting time is already spent, so it is added to every option, k = 0 included.
+        Drafting time is already spent, so it is added to every option. A non-empty draft is always
+        verified for at least one token: one more verified position costs little (t_verify(2) is close
+        to t_verify(1)), and without it a proposer whose drafts are always declined would never be
+        observed, so the planner's optimistic estimate for it would never fall and it would keep
+        drafting for nothing.
         """
         n = len(confidences)
         if self.cfg.fixed_k is not None:
             return n, float("inf")
         ps = [self.table.p_token(name, i, c, match_len) for i, c in enumerate(confidences)]
         k, v = best_lookahead(ps, lambda _k: draft_seconds, lambda q: draft_seconds + self.costs.t_verify(q))
-        if k < min(self.cfg.k_min, n):
-            k = min(self.cfg.k_min, n)
+        floor = min(max(self.cfg.k_min, 1), n)
+        if k < floor:
+            k = floor
+            v = expected_tokens(ps[:k]) / (draft_seconds + self.costs.t_verify(k + 1))
         return k, v
 
     def observe(self, name: str, confidences: Sequence[float], match_len: int, num_accepted: int) -> None:

@@ -105,3 +105,16 @@ def test_cost_model_interpolates_and_learns() -> None:
     assert costs.t_verify(9) == pytest.approx(3.0)
     costs.observe_draft("suffix", 4, 0.004)
     assert costs.t_draft("suffix", 2) == pytest.approx(0.002)
+
+
+def test_a_paid_for_draft_is_verified_for_at_least_one_token_and_then_learned_from() -> None:
+    ctl = Controller(ControllerConfig(exploration=0.0), CostModel({1: 1.0, 2: 3.0, 9: 20.0}, {"static": 0.3}))
+    # verifying more than the pending token looks unprofitable, yet the paid-for draft gets one token
+    assert best_lookahead([0.5, 0.5], lambda n: 0.6, lambda q: 0.6 + ctl.costs.t_verify(q))[0] == 0
+    assert ctl.choose_k("static", [0.5, 0.5], 0, 0.6)[0] == 1
+    assert ctl.choose_k("static", [], 0, 0.0)[0] == 0
+    cheap = _controller()
+    assert cheap.plan("static", 8).k > 0  # the prior is optimistic
+    for _ in range(60):  # the verifications it gets reject the drafts
+        cheap.observe("static", [0.5], 0, 0)
+    assert cheap.plan("static", 8).k == 0  # so the planner stops drafting with it
