@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 EXTRAS ?= runtime,operator,bench,dev
 STAMP := $(VENV)/.adaspec-installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv demo drift test lint unit clean
+.PHONY: venv demo drift cluster test lint unit clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -35,8 +35,14 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+## cluster: build the pinned Kubernetes components for the end-to-end tests (cached by version; the first
+## build takes about 16 minutes on 2 cores); skipped when KUBECONFIG points the tests at an existing cluster
+cluster: venv
+	@if [ -n "$$KUBECONFIG" ]; then echo "KUBECONFIG is set: tests use that cluster"; \
+	else $(VENV)/bin/adaspec dev cluster build; fi
+
 ## test: the whole suite (lint, unit, integration, end-to-end) on CPU
-test: lint
+test: lint cluster
 	$(VENV)/bin/python -m pytest tests
 
 unit: venv
