@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from adaspec.controlplane.wiring import Store, open_store
+
 from .pg import PostgresServer
 
 _names = itertools.count()
@@ -29,3 +31,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'cp.db'}"
     server: PostgresServer = request.getfixturevalue("pg_server")
     return server.create_db(f"cp{next(_names)}")
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """An open store on the test's database (SQLite or PostgreSQL, per db_url's parameter)."""
+    st = open_store(db_url, attempts=3, delay_s=0.2)
+    yield st
+    st.close()

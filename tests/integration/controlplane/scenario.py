@@ -6,8 +6,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
+
 from adaspec.controlplane.config import Settings
 from adaspec.controlplane.service import ControlPlane
+from adaspec.controlplane.store.models import DecisionRecord
 from adaspec.controlplane.wiring import Store, build
 
 from .fleet import Fleet, RateFn
@@ -95,3 +98,9 @@ def run(cp: ControlPlane, fleet: Fleet, minutes: range) -> ControlPlane:
 
 def start(st: Settings, store: Store) -> ControlPlane:
     return build(st, store, clock=lambda: T0)
+
+
+def kinds(store: Store) -> list[str]:
+    """Kinds of the decisions in the audit log, oldest first."""
+    with store.factory() as s:
+        return list(s.execute(select(DecisionRecord.kind).order_by(DecisionRecord.id)).scalars())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,24 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from adaspec.controlplane.store.db import DatabaseUnavailable
-from adaspec.controlplane.store.models import Action, DecisionRecord, MetricSample, ScrapeTarget, Speculator
+from adaspec.controlplane.store.models import Action, MetricSample, ScrapeTarget, Speculator
 from adaspec.controlplane.wiring import Store, open_store
 
 from .fleet import Fleet
 from .pg import PostgresServer
-from .scenario import at, drifting, run, settings, start
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    st = open_store(db_url, attempts=3, delay_s=0.2)
-    yield st
-    st.close()
-
-
-def kinds(store: Store) -> list[str]:
-    with store.factory() as s:
-        return list(s.execute(select(DecisionRecord.kind).order_by(DecisionRecord.id)).scalars())
+from .scenario import at, drifting, kinds, run, settings, start
 
 
 def test_restart_mid_canary_resumes_without_duplicates(db_url: str, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,10 @@ from adaspec.controlplane.store.models import (
     Revision,
     Speculator,
 )
-from adaspec.controlplane.wiring import Store, open_store
+from adaspec.controlplane.wiring import Store
 
 from .fleet import Fleet
-from .scenario import drifting, run, settings, start
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    st = open_store(db_url, attempts=3, delay_s=0.2)
-    yield st
-    st.close()
-
-
-def kinds(store: Store) -> list[str]:
-    with store.factory() as s:
-        return list(s.execute(select(DecisionRecord.kind).order_by(DecisionRecord.id)).scalars())
+from .scenario import drifting, kinds, run, settings, start
 
 
 def phases(store: Store) -> dict[str, str]:
