@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -370,21 +371,33 @@ def test_runtime_pods_pass_restricted_pod_security(operator: Any, kube_cluster: 
 
 
 def test_peering_keeps_one_of_two_operators_active(operator: Any, kube_cluster: Any, tmp_path: Path) -> None:
+    # kopf starts paused until it has read the peering object; let the first operator become active first
+    # (when this test runs alone the module's operator has only just started).
+    wait_for(lambda: "Resuming operations" in operator.tail(100000), "the first operator active")
     second = type(operator)(operator.env, tmp_path / "second.log", ("--priority=100",))
     second.start()
     try:
         wait_for(
             lambda: "Pausing operations in favour of" in operator.tail(100000), "the first operator paused"
         )
+        resumed = operator.tail(100000).count("Resuming operations")
         create_speculator(kube_cluster, "peered")
         wait_for(
             lambda: ready(kube_cluster, "peered"), "peered Ready while the first operator waits", timeout=90
         )
-        assert "peered" in second.tail(100000)
+        # Log lines about an object carry its [namespace/name]. Ready can be patched (by the Deployment's
+        # handler) a moment before the speculator's own handler logs, so wait for the line; the waiting
+        # operator must have handled nothing of it.
+        wait_for(lambda: f"[{NS}/peered]" in second.tail(100000), "the active operator's log of peered")
+        assert f"[{NS}/peered]" not in operator.tail(100000)
     finally:
         second.stop()
+        if os.environ.get("ADASPEC_E2E_SHOW_LOG"):
+            print(second.tail(200))
     wait_for(
-        lambda: "Resuming operations" in operator.tail(100000), "the first operator active again", timeout=90
+        lambda: operator.tail(100000).count("Resuming operations") > resumed,
+        "the first operator active again",
+        timeout=90,
     )
 
 

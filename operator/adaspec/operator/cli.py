@@ -65,7 +65,7 @@ def _operator(args: argparse.Namespace) -> int:
     from adaspec.operator import handlers
 
     del handlers  # imported for its registrations
-    kopf.configure(verbose=False)
+    kopf.configure(verbose=False, log_prefix=True)  # every object's log line names it: [ns/name]
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
