@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from adaspec.runtime.controller import Controller, ControllerConfig, CostModel, Plan
+from adaspec.runtime.cpukernels import TuningReport, tune_linears
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig
 from adaspec.runtime.proposers.base import Draft, Proposer, RequestInfo
@@ -184,7 +185,7 @@ class SpeculativeEngine:
         t0 = time.perf_counter()
         self.target.reset()
         if len(prompt) > 1:
-            self.target.feed(prompt[:-1])
+            self.target.feed(prompt[:-1], last=1)
         stats.prefill_seconds = time.perf_counter() - t0
 
         context = list(prompt)
@@ -271,7 +272,7 @@ def autoregressive_generate(
     _check_request(prompt, max_new_tokens, target.vocab_size, target.max_positions)
     gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
     target.reset()
-    logits = target.feed(prompt)[-1:]  # [1, vocab]
+    logits = target.feed(prompt, last=1)  # [1, vocab]
     out: list[int] = []
     while len(out) < max_new_tokens:
         if sampling.greedy:
@@ -295,12 +296,16 @@ def build_engine(
     controller: ControllerConfig | None = None,
     adaptive: AdaptiveConfig | None = None,
     adaptive_revision: Path | None = None,
+    cpu_kernels: bool | TuningReport = True,
 ) -> SpeculativeEngine:
     """Load the target (and static draft), build the strategy's proposers, measure costs; return the engine.
 
     `fixed_k` switches the controller to fixed lookahead (vLLM-style draft_model/ngram baselines).
     `adaptive_revision` starts the adaptive draft from a saved revision (checksums and tokenizer checked);
     otherwise it starts from the static draft, or from scratch without one.
+    `cpu_kernels` picks, on CPU, the fastest matmul layout per layer shape and row count for the target
+    and static draft (cpukernels.py); pass one TuningReport to engines compared side by side so that
+    they run the same kernels (it is filled by the first). False keeps plain F.linear.
     """
     from adaspec.runtime.artifacts import load_revision
     from adaspec.runtime.calibrate import measure_step_seconds, measure_verify_seconds
@@ -318,6 +323,11 @@ def build_engine(
         )
     elif "static" in names:
         raise ValueError(f"strategy {strategy!r} needs a static draft (--static-draft DIR)")
+    if cpu_kernels is not False and device == "cpu":
+        plan = cpu_kernels if isinstance(cpu_kernels, TuningReport) else TuningReport()
+        for model in (target_model, draft_model):
+            if model is not None:
+                tune_linears(model, report=plan)
     init = None
     if adaptive_revision is not None:
         init, _ = load_revision(Path(adaptive_revision), tokenizer_fingerprint(Path(target_dir)), device)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from adaspec.cli.errors import CommandError
 from adaspec.runtime.corpus import collect, default_roots
+from adaspec.runtime.cpukernels import TuningReport
 from adaspec.runtime.engine import autoregressive_generate, build_engine
 from adaspec.runtime.fixtures import build_fixtures
 from adaspec.runtime.models import load_tokenizer
@@ -59,8 +60,9 @@ def run_micro(args: argparse.Namespace) -> int:
     reference: list[list[int]] = []
     rows: dict[str, dict[str, GenerationStats]] = {}
     matches: dict[str, bool] = {}
+    kernels = TuningReport()  # one kernel choice for every strategy, so that they compare like for like
     for strategy in strategies:
-        engine = build_engine(target, draft, strategy)
+        engine = build_engine(target, draft, strategy, cpu_kernels=kernels)
         per_lang: dict[str, GenerationStats] = {}
         outputs = []
         for p in prompts:

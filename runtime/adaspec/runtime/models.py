@@ -107,6 +107,7 @@ class CachedLM:
         # transformers >= 5.24 names the KV-cache argument `cache` (older: `past_key_values`)
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._can_keep = "logits_to_keep" in params
 
     @property
     def vocab_size(self) -> int:
@@ -124,15 +125,22 @@ class CachedLM:
         self.cached_ids = []
 
     @torch.inference_mode()
-    def feed(self, ids: Sequence[int]) -> torch.Tensor:
-        """Run the model on `ids` after the cached ones; return logits [len(ids), vocab] (float32)."""
+    def feed(self, ids: Sequence[int], last: int = 0) -> torch.Tensor:
+        """Run the model on `ids` after the cached ones; return logits [len(ids), vocab] (float32).
+
+        `last` > 0 returns only the last `last` positions' logits, and the output head runs only there
+        (a prompt's prefill needs one row, not hundreds of vocab-sized ones).
+        """
         if not ids:
             raise ValueError("feed needs at least one token")
         x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # [1, n]
-        out = self.model(input_ids=x, use_cache=True, **{self._cache_kw: self.cache})  # updates the cache
+        kwargs: dict[str, Any] = {self._cache_kw: self.cache}
+        if last > 0 and self._can_keep:
+            kwargs["logits_to_keep"] = last
+        out = self.model(input_ids=x, use_cache=True, **kwargs)  # updates the cache
         self.cached_ids.extend(int(i) for i in ids)
-        logits: torch.Tensor = out.logits[0].float()  # [n, vocab]
-        return logits
+        logits: torch.Tensor = out.logits[0].float()  # [n or last, vocab]
+        return logits[-last:] if last > 0 else logits
 
     def truncate(self, length: int) -> None:
         """Keep only the first `length` cached positions."""

@@ -171,6 +171,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
     from tqdm import tqdm
 
     from adaspec.runtime.bench.costs import measure_costs
+    from adaspec.runtime.cpukernels import TuningReport
     from adaspec.runtime.engine import build_engine
     from adaspec.runtime.models import load_tokenizer
     from adaspec.runtime.sampling import SamplingParams
@@ -189,6 +190,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
     setup = _setup(config, target_dir, draft_dir, manifest, corpus_reports, load_before)
     partial["setup"] = setup
     engines = {}
+    kernels = TuningReport()  # tuned once, on the first engine's models; every engine runs the same
     for name in config.strategies:
         engines[name] = build_engine(
             target_dir,
@@ -196,7 +198,9 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
             strategy=name,
             device="cpu",
             fixed_k=FIXED_K.get(name),
+            cpu_kernels=kernels,
         )
+    setup["cpu_kernels"] = kernels.summary()
     records: list[RequestRecord] = []
     total = sum(len(p) for p in prompts) * len(config.strategies)
     with tqdm(total=total, unit="req", desc="bench drift", file=sys.stderr) as bar:
@@ -217,7 +221,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
                     bar.set_postfix(phase=spec.lang, strategy=name, refresh=False)
                 index += 1
     del engines
-    costs = measure_costs(target_dir, draft_dir)
+    costs = measure_costs(target_dir, draft_dir, plan=kernels)
     phases = [p.lang for p in config.phases]
     setup["wall_seconds"] = time.perf_counter() - started
     setup["machine"]["load_after"] = _load()

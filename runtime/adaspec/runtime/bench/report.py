@@ -155,6 +155,13 @@ def render_report(results: dict[str, Any]) -> str:
         )
         verify = ", ".join(f"q={q}: {v:.2f}x" for q, v in costs["verify_cost_vs_q1"].items())
         lines.append(f"- target verify cost against q tokens, relative to one: {verify}")
+        untuned = costs.get("untuned")
+        if untuned:
+            plain = ", ".join(f"q={q}: {v:.2f}x" for q, v in untuned["verify_cost_vs_q1"].items())
+            lines.append(
+                f"- the same with plain F.linear (no CPU kernel tuning): one step "
+                f"{untuned['target_step_ms']:.1f} ms; {plain}"
+            )
         lines.append(
             "- with per-token acceptance a, lookahead k and ratio c, speed-up = "
             "(1 - a^(k+1)) / ((1 - a)(k c + 1)) x verify overhead (Leviathan et al., arXiv 2211.17192)"

@@ -36,7 +36,7 @@ class DraftModelProposer:
         """Draft up to max_tokens tokens, asking `stop` after each one."""
         if max_tokens <= 0:
             return Draft(token_ids=(), probs=None, confidence=())
-        logits = self.lm.feed(self.lm.sync(context))[-1]  # [vocab]
+        logits = self.lm.feed(self.lm.sync(context), last=1)[-1]  # [vocab]
         tokens: list[int] = []
         confs: list[float] = []
         rows: list[torch.Tensor] = []
