@@ -42,6 +42,12 @@ class AdaptiveConfig:
     steps_per_request: int = 4  # optimisation steps per served request
     background: bool = False  # train in a worker thread (serving) or inline at request end (tests)
     compute_share: float = 0.25  # background: fraction of wall time the worker may train
+    prompt_positions: int = 64  # prompt positions sampled per example for the LM loss (0: all)
+    # Train the token embeddings and output head too? None: only when they are a small part of the
+    # draft. A draft cut from its target (train-draft's recipe) carries the target's 49k x 576 tables:
+    # 80% of its parameters, frozen in the recipe, and updating them online would cost most of each
+    # step (gradients, AdamW state, snapshots) for little gain.
+    train_embeddings: bool | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +67,11 @@ class Example:
     top_logp: torch.Tensor  # [T - gen_start, K] float: their log-probabilities
 
 
+def _is_table(name: str) -> bool:
+    """Whether a parameter is the token embedding or the output head."""
+    return "embed_tokens" in name or "lm_head" in name
+
+
 class OnlineDistiller:
     """Holds the training copy of the draft, the replay buffer, and the optimisation loop.
 
@@ -71,7 +82,16 @@ class OnlineDistiller:
     def __init__(self, model: Any, cfg: AdaptiveConfig, on_estimate: Callable[[float], None] | None) -> None:
         self.cfg = cfg
         self.model = model.train()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        train_embeddings = cfg.train_embeddings
+        if train_embeddings is None:
+            total = sum(p.numel() for p in model.parameters())
+            tables = sum(p.numel() for n, p in model.named_parameters() if _is_table(n))
+            train_embeddings = tables <= total // 2
+        for name, param in model.named_parameters():
+            param.requires_grad_(train_embeddings or not _is_table(name))
+        self.trained = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         self.buffer: deque[Example] = deque(maxlen=cfg.buffer_size)
         self._pending: list[Example] = []
         self.rng = random.Random(cfg.seed)
@@ -90,18 +110,27 @@ class OnlineDistiller:
 
     @torch.no_grad()
     def _agreement(self, ex: Example) -> float:
-        logits = self.model(input_ids=ex.tokens[None, :-1]).logits[0]  # [T-1, vocab]
-        pred = logits[ex.gen_start - 1 :].argmax(dim=-1)  # [T - gen_start]
+        gen = len(ex.tokens) - ex.gen_start
+        logits = self.model(input_ids=ex.tokens[None, :-1], logits_to_keep=gen).logits[0]  # [G, vocab]
+        pred = logits.argmax(dim=-1)  # [G]
         return float((pred == ex.tokens[ex.gen_start :]).float().mean())
 
     def _loss(self, ex: Example) -> torch.Tensor:
-        logits = self.model(input_ids=ex.tokens[None, :-1]).logits[0].float()  # [T-1, vocab]
-        logq = torch.log_softmax(logits, dim=-1)  # [T-1, vocab]
-        g = ex.gen_start - 1
+        g = ex.gen_start - 1  # input position whose next token is the first generated one
+        n_in = len(ex.tokens) - 1
+        prompt = list(range(g)) if self.cfg.prompt_weight > 0 else []
+        if 0 < self.cfg.prompt_positions < len(prompt):
+            prompt = sorted(self.rng.sample(prompt, self.cfg.prompt_positions))
+        # The output head (vocab x hidden, most of a small draft's compute) runs only where a loss is.
+        keep = torch.tensor([*prompt, *range(g, n_in)], dtype=torch.long)  # [P + G]
+        logits = self.model(input_ids=ex.tokens[None, :-1], logits_to_keep=keep).logits[0].float()
+        logq = torch.log_softmax(logits, dim=-1)  # [P + G, vocab]
+        p = len(prompt)
         soft = torch.softmax(ex.top_logp, dim=-1)  # [G, K] target top-k, renormalised
-        loss = -(soft * logq[g:].gather(-1, ex.top_ids)).sum(-1).mean()
-        if self.cfg.prompt_weight > 0 and g > 0:
-            lm = torch.nn.functional.nll_loss(logq[:g], ex.tokens[1 : g + 1])
+        loss = -(soft * logq[p:].gather(-1, ex.top_ids)).sum(-1).mean()
+        if p:
+            targets = ex.tokens[torch.tensor(prompt, dtype=torch.long) + 1]  # [P] next tokens
+            lm = torch.nn.functional.nll_loss(logq[:p], targets)
             loss = loss + self.cfg.prompt_weight * lm
         return loss
 
@@ -132,11 +161,13 @@ class OnlineDistiller:
             loss = self._loss(ex) / len(batch)
             loss.backward()  # type: ignore[no-untyped-call]
             total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         self.opt.step()
         self.steps += 1
         self.last_loss = total
-        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        params = dict(self.model.named_parameters())
+        weights = {k: params[k].detach().clone() for k in self.trained}  # frozen ones never change
         with self._lock:
             self._snapshot = weights
             self.version += 1
@@ -178,7 +209,7 @@ class AdaptiveProposer(DraftModelProposer):
         """Swap in the newest trained weights (between requests only), then reset the cache."""
         version, weights = self.distiller.snapshot()
         if weights is not None and version != self._served_version:
-            self.lm.model.load_state_dict(weights)
+            self.lm.model.load_state_dict(weights, strict=False)  # the trained parameters only
             self._served_version = version
         super().begin(request)
         self._prompt = list(request.prompt_ids)
@@ -233,7 +264,7 @@ class AdaptiveProposer(DraftModelProposer):
         model = copy.deepcopy(self.lm.model)
         _, weights = self.distiller.snapshot()
         if weights is not None:
-            model.load_state_dict(weights)
+            model.load_state_dict(weights, strict=False)
         metrics = dict(manifest.pop("metrics", {}) or {})
         if self.distiller.prequential_accuracy is not None:
             metrics.setdefault("prequential_accuracy", round(self.distiller.prequential_accuracy, 4))
