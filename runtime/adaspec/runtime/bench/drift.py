@@ -32,7 +32,7 @@ FIXED_K: dict[str, int | None] = {"static": 4, "ngram": 4, "arctic-suffix": 8}
 NEEDS_DRAFT = ("static", "adaptive", "hybrid")
 # --quick is sized for this 2-core machine under load (a target step measured at ~0.5-0.9 s shared);
 # its windows are 2 requests so that each phase still shows a trend.
-QUICK = {"requests_per_phase": 4, "max_new_tokens": 24, "window": 2}
+QUICK = {"requests_per_phase": 8, "max_new_tokens": 32, "window": 4}
 FULL = {"requests_per_phase": 32, "max_new_tokens": 96, "window": 8}
 DEFAULT_DRAFT_NAME = "static-python"
 
@@ -217,8 +217,8 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
                     )
                     records.append(_record(name, spec.lang, index, res))
                     partial["records"].append(vars(records[-1]) | {"token_ids": len(res.token_ids)})
+                    bar.set_postfix(phase=spec.lang, strategy=name, refresh=False)  # the one just done
                     bar.update(1)
-                    bar.set_postfix(phase=spec.lang, strategy=name, refresh=False)
                 index += 1
     del engines
     costs = measure_costs(target_dir, draft_dir, plan=kernels)
