@@ -14,6 +14,15 @@ def _net(bias: bool = False) -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Linear(24, 40, bias=bias), torch.nn.Linear(40, 24, bias=bias))
 
 
+def _forced(layout: str, rows: tuple[int, ...] = (1,), bias: bool = False) -> torch.nn.Sequential:
+    """A tuned net whose layers all use `layout` (whatever the timing chose)."""
+    net = _net(bias)
+    tune_linears(net, rows=rows, repeats=1)
+    for lin in net:
+        vars(lin)[STATE].choice = dict.fromkeys(rows, layout)
+    return net
+
+
 def _reference(net: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     for lin in net:
         assert isinstance(lin, torch.nn.Linear)
@@ -24,10 +33,7 @@ def _reference(net: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_each_layout_equals_f_linear_for_every_row_count(layout: str, bias: bool) -> None:
-    net = _net(bias)
-    tune_linears(net, rows=(1, 4), repeats=1)
-    for lin in net:
-        vars(lin)[STATE].choice = {1: layout, 4: layout}  # force the layout under test
+    net = _forced(layout, rows=(1, 4), bias=bias)
     with torch.inference_mode():
         for rows in (1, 2, 3, 5, 9, 16, 17, 40):
             x = torch.randn(1, rows, 24)  # [batch, seq, hidden], as a decoder layer sees it
@@ -37,10 +43,7 @@ def test_each_layout_equals_f_linear_for_every_row_count(layout: str, bias: bool
 
 
 def test_transposed_copy_follows_in_place_weight_updates() -> None:
-    net = _net()
-    tune_linears(net, rows=(1,), repeats=1)
-    for lin in net:
-        vars(lin)[STATE].choice = {1: "x_wt"}
+    net = _forced("x_wt")
     x = torch.randn(1, 1, 24)
     with torch.inference_mode():
         before = net(x)
@@ -56,10 +59,7 @@ def test_transposed_copy_follows_in_place_weight_updates() -> None:
 def test_a_deep_copy_trained_in_place_never_reads_the_originals_copy() -> None:
     import copy
 
-    net = _net()
-    tune_linears(net, rows=(1,), repeats=1)
-    for lin in net:
-        vars(lin)[STATE].choice = {1: "x_wt"}
+    net = _forced("x_wt")
     x = torch.randn(1, 1, 24)
     with torch.inference_mode():
         net(x)  # builds the transposed copies
@@ -73,10 +73,7 @@ def test_a_deep_copy_trained_in_place_never_reads_the_originals_copy() -> None:
 
 
 def test_training_uses_f_linear_so_gradients_flow() -> None:
-    net = _net()
-    tune_linears(net, rows=(1,), repeats=1)
-    for lin in net:
-        vars(lin)[STATE].choice = {1: "x_wt"}
+    net = _forced("x_wt")
     net(torch.randn(1, 1, 24)).sum().backward()
     assert all(lin.weight.grad is not None for lin in net)
 
