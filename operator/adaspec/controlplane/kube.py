@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from adaspec.operator.models import revision_object_name
+
 from .actuators import RunStatus, fill
 from .config import KubernetesActuatorConfig
 
@@ -33,7 +35,7 @@ def revision_body(
     sha256: str | None = None,
     metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Return the SpeculatorRevision `<speculator>-<revision>` for a candidate."""
+    """Return the SpeculatorRevision for a candidate (named by `revision_object_name`)."""
     spec: dict[str, Any] = {"speculator": speculator, "revision": revision, "artifactUri": artifact_uri}
     if parent:
         spec["parentRevision"] = parent
@@ -45,7 +47,7 @@ def revision_body(
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "SpeculatorRevision",
         "metadata": {
-            "name": dns_name(speculator, revision),
+            "name": revision_object_name(speculator, revision),
             "namespace": namespace,
             "labels": {"adaspec.dev/speculator": speculator},
         },
@@ -164,7 +166,7 @@ class KubernetesActuator:
         self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, ASPEC, name, body)
 
     def _rev(self, ns: str, speculator: str, revision: str, phase: str, reason: str = "") -> None:
-        name = dns_name(speculator, revision)
+        name = revision_object_name(speculator, revision)
         try:
             self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, ns, SPECREV, name, revision_phase_patch(phase, reason)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -205,3 +207,17 @@ class SpeculatorRevisionStatus(_Model):
 
     phase: RevisionPhase | None = None
     reason: str | None = None
+
+
+def revision_object_name(speculator: str, revision: str) -> str:
+    """Name of the SpeculatorRevision object holding `revision` of `speculator`.
+
+    `<speculator>-<revision>` made DNS-1123 (lower case, other characters to '-'); when that is longer
+    than 63 characters it is cut and ends in 8 hex digits of a hash of the pair, so that distinct pairs
+    keep distinct names. The operator (reading) and the control plane (writing) both use this.
+    """
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{speculator}-{revision}".lower()).strip("-")
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(f"{speculator}/{revision}".encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('-')}-{digest}"

@@ -10,7 +10,7 @@ from typing import Any
 from adaspec.operator import builders
 from adaspec.operator.builders import STATIC_REVISION, Artifact, Owner
 from adaspec.operator.kube import Kube
-from adaspec.operator.models import AdaptiveSpeculatorSpec
+from adaspec.operator.models import AdaptiveSpeculatorSpec, revision_object_name
 from adaspec.operator.status import Rollout, compute_status, status_patch
 
 Notify = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message) -> posts an Event
@@ -40,9 +40,10 @@ def resolve_artifact(kube: Kube, owner: Owner, spec: AdaptiveSpeculatorSpec, rev
     """Return the artifact of a revision (`static` is spec.staticDraft; others are SpeculatorRevisions)."""
     if revision == STATIC_REVISION:
         return Artifact(revision=revision, uri=spec.static_draft.uri)
-    obj = kube.get("SpeculatorRevision", owner.namespace, f"{owner.name}-{revision}")
+    name = revision_object_name(owner.name, revision)
+    obj = kube.get("SpeculatorRevision", owner.namespace, name)
     if obj is None:
-        raise RevisionMissing(f"SpeculatorRevision {owner.name}-{revision} not found")
+        raise RevisionMissing(f"SpeculatorRevision {name} not found")
     rspec = obj.get("spec", {})
     phase = (obj.get("status") or {}).get("phase", "")
     return Artifact(revision, uri=rspec.get("artifactUri", ""), sha256=rspec.get("sha256", ""), phase=phase)

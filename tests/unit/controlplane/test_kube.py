@@ -68,6 +68,33 @@ def test_dns_name() -> None:
     assert len(dns_name("x" * 100)) == 63
 
 
+def test_revision_names_agree_between_control_plane_and_operator_even_when_long() -> None:
+    from adaspec.operator.builders import Owner
+    from adaspec.operator.kube import Kube
+    from adaspec.operator.models import AdaptiveSpeculatorSpec
+    from adaspec.operator.reconcile import resolve_artifact
+
+    speculator = "a-very-long-speculator-name-for-the-code-completion-fleet"  # 57 characters
+    written: dict[str, dict[str, object]] = {}
+    for revision in ("r20261128-000001", "r20261128-000002"):
+        body = revision_body(speculator, "ml", revision, f"s3://b/{revision}", None, "a" * 64)
+        name = str(body["metadata"]["name"])
+        assert len(name) <= 63 and name not in written  # valid, and distinct revisions stay distinct
+        written[name] = body
+
+    class Recorded(Kube):  # the operator's read path against what the control plane wrote
+        def __init__(self) -> None:
+            pass
+
+        def get(self, kind: str, namespace: str, name: str) -> dict[str, object] | None:
+            return written.get(name) if kind == "SpeculatorRevision" else None
+
+    owner = Owner(name=speculator, namespace="ml", uid="u1")
+    spec = AdaptiveSpeculatorSpec.model_validate({"targetModel": {"uri": "hf://org/target"}})
+    artifact = resolve_artifact(Recorded(), owner, spec, "r20261128-000002")
+    assert artifact.uri == "s3://b/r20261128-000002"
+
+
 def test_figures_patch_skips_unknown_figures() -> None:
     figures = {"acceptanceRate": 0.71, "meanAcceptedLength": None, "lastDriftTime": "2026-03-01T00:10:00Z"}
     assert figures_patch(figures) == {
