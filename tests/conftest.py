@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +40,27 @@ class KubeCluster:
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc
+
+    def service_account_kubeconfig(self, account: str, namespace: str = "adaspec-system") -> Path:
+        """Write a kubeconfig that authenticates as a ServiceAccount (a TokenRequest token); return it.
+
+        Code under test runs with it, so the RBAC in manifests/ is exercised by use, not only by
+        `kubectl auth can-i`.
+        """
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
+        view = json.loads(self.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+        cluster_entry = view["clusters"][0]
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [cluster_entry],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [{"name": account, "context": {"cluster": cluster_entry["name"], "user": account}}],
+            "current-context": account,
+        }
+        path = self.kubeconfig.parent / f"{namespace}-{account}.kubeconfig"
+        path.write_text(json.dumps(config))
+        return path
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -30,32 +29,6 @@ def installed(kube_cluster: Any) -> Any:
     kube_cluster.kubectl("apply", "-f", str(Path(__file__).parent / "servicemonitor-crd.yaml"))
     kube_cluster.kubectl("wait", "--for=condition=Established", *(f"crd/{c}" for c in CRDS), "--timeout=60s")
     return kube_cluster
-
-
-def service_account_kubeconfig(cluster: Any) -> Path:
-    """Write a kubeconfig that authenticates as the operator's ServiceAccount (a TokenRequest token).
-
-    The operator under test runs with it, so the RBAC in manifests/ is exercised by use, not only by
-    `kubectl auth can-i`.
-    """
-    token = cluster.kubectl(
-        "create", "token", "adaspec-operator", "-n", "adaspec-system", "--duration=2h"
-    ).stdout.strip()
-    view = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    cluster_entry = view["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster_entry],
-        "users": [{"name": "adaspec-operator", "user": {"token": token}}],
-        "contexts": [
-            {"name": "operator", "context": {"cluster": cluster_entry["name"], "user": "adaspec-operator"}}
-        ],
-        "current-context": "operator",
-    }
-    path = Path(cluster.kubeconfig).parent / "operator-sa.kubeconfig"
-    path.write_text(json.dumps(config))
-    return path
 
 
 class OperatorProcess:
@@ -99,7 +72,7 @@ def operator(installed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     env = {
         **installed.env(),
         "PYTHONUNBUFFERED": "1",
-        "KUBECONFIG": str(service_account_kubeconfig(installed)),
+        "KUBECONFIG": str(installed.service_account_kubeconfig("adaspec-operator")),
     }
     env.pop("PYTEST_CURRENT_TEST", None)
     op = OperatorProcess(env, tmp_path_factory.mktemp("operator") / "operator.log")

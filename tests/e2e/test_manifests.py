@@ -1,4 +1,5 @@
-"""manifests/ applies with kubectl -k, CRDs explain themselves, and the operator's RBAC is least privilege."""
+"""manifests/ applies with kubectl -k, CRDs explain themselves, and the RBAC of the operator and the control
+plane is least privilege."""
 
 from __future__ import annotations
 
@@ -39,16 +40,56 @@ DENIED = [
 ]
 
 
+def can_i(cluster: Any, account: str, verb: str, resource: str) -> str:
+    """`kubectl auth can-i` as `account`; "x/status" asks about the subresource (not an object named so)."""
+    kind, _, sub = resource.partition("/")
+    args = ["auth", "can-i", verb, kind, "--as", account, "-n", "default"]
+    proc = cluster.kubectl(*args, *([f"--subresource={sub}"] if sub else []), check=False)
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), (verb, resource, proc.stderr)
+    return answer
+
+
+CONTROL_PLANE = "system:serviceaccount:adaspec-system:adaspec-control-plane"
+CONTROL_PLANE_ALLOWED = [
+    ("create", "speculatorrevisions.adaspec.dev"),
+    ("patch", "speculatorrevisions.adaspec.dev/status"),
+    ("patch", "adaptivespeculators.adaspec.dev/status"),
+    ("create", "jobs.batch"),
+    ("get", "jobs.batch"),
+    ("create", "tokenreviews.authentication.k8s.io"),
+]
+CONTROL_PLANE_DENIED = [
+    ("patch", "adaptivespeculators.adaspec.dev"),  # status only: the spec is the user's
+    ("delete", "speculatorrevisions.adaspec.dev"),
+    ("list", "adaptivespeculators.adaspec.dev"),
+    ("delete", "jobs.batch"),
+    ("get", "secrets"),
+    ("create", "pods"),
+    ("create", "deployments.apps"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+]
+
+
+@pytest.mark.parametrize(
+    ("account", "verb", "resource", "answer"),
+    [(CONTROL_PLANE, v, r, "yes") for v, r in CONTROL_PLANE_ALLOWED]
+    + [(CONTROL_PLANE, v, r, "no") for v, r in CONTROL_PLANE_DENIED],
+)
+def test_control_plane_rbac_is_least_privilege(
+    installed: Any, account: str, verb: str, resource: str, answer: str
+) -> None:
+    assert can_i(installed, account, verb, resource) == answer
+
+
 @pytest.mark.parametrize(("verb", "resource"), ALLOWED)
 def test_operator_can_do_what_it_needs(installed: Any, verb: str, resource: str) -> None:
-    proc = installed.kubectl("auth", "can-i", verb, resource, "--as", SA, "-n", "default", check=False)
-    assert proc.stdout.strip() == "yes", (verb, resource, proc.stderr)
+    assert can_i(installed, SA, verb, resource) == "yes"
 
 
 @pytest.mark.parametrize(("verb", "resource"), DENIED)
 def test_operator_cannot_do_more(installed: Any, verb: str, resource: str) -> None:
-    proc = installed.kubectl("auth", "can-i", verb, resource, "--as", SA, "-n", "default", check=False)
-    assert proc.stdout.strip() == "no", (verb, resource, proc.stderr)
+    assert can_i(installed, SA, verb, resource) == "no"
 
 
 def test_crds_are_served_with_short_names_and_explain(installed: Any) -> None:
@@ -58,13 +99,12 @@ def test_crds_are_served_with_short_names_and_explain(installed: Any) -> None:
     assert "minLookahead" in explained and "Fewest tokens drafted per step" in explained
 
 
-def test_operator_deployment_is_locked_down(installed: Any) -> None:
+@pytest.mark.parametrize("name", ["adaspec-operator", "adaspec-control-plane"])
+def test_deployments_are_locked_down(installed: Any, name: str) -> None:
     import json
 
     dep = json.loads(
-        installed.kubectl(
-            "get", "deployment", "adaspec-operator", "-n", "adaspec-system", "-o", "json"
-        ).stdout
+        installed.kubectl("get", "deployment", name, "-n", "adaspec-system", "-o", "json").stdout
     )
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]

@@ -1,4 +1,8 @@
-"""The Kubernetes actuator against a real API server (the `kube_cluster` fixture) with adaspec's CRDs."""
+"""The Kubernetes actuator against a real API server (the `kube_cluster` fixture) with adaspec's CRDs.
+
+Each test runs as the cluster admin and as the control plane's own ServiceAccount from
+manifests/controlplane.yaml, so that its least-privilege RBAC is exercised by use.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ import pytest
 from adaspec.controlplane.config import KubernetesActuatorConfig
 from adaspec.controlplane.kube import KubernetesActuator
 
-CRDS = Path(__file__).resolve().parents[3] / "crds"
+ROOT = Path(__file__).resolve().parents[3]
+CRDS = ROOT / "crds"
+IDENTITIES = ("admin", "control-plane-service-account")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +30,18 @@ def cluster(kube_cluster: Any) -> Any:
     kube_cluster.kubectl(
         "wait", "--for=condition=Established", "crd/speculatorrevisions.adaspec.dev", "--timeout=60s"
     )
+    for manifest in ("namespace.yaml", "controlplane.yaml"):
+        kube_cluster.kubectl("apply", "-f", str(ROOT / "manifests" / manifest))
     return kube_cluster
+
+
+def api_client(cluster: Any, identity: str) -> Any:
+    from kubernetes import config
+
+    if identity == "admin":
+        return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    path = cluster.service_account_kubeconfig("adaspec-control-plane")
+    return config.new_client_from_config(config_file=str(path))
 
 
 def get(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any]:
@@ -33,7 +50,8 @@ def get(cluster: Any, kind: str, ns: str, name: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_canary_promote_rollback_through_the_api_server(cluster: Any) -> None:
+@pytest.mark.parametrize("identity", IDENTITIES)
+def test_canary_promote_rollback_through_the_api_server(cluster: Any, identity: str) -> None:
     from kubernetes import client, config
 
     ns = f"cp-{uuid.uuid4().hex[:8]}"
@@ -45,10 +63,11 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any) -> None:
         "spec": {"targetModel": {"uri": "hf://org/model"}},
     }
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(aspec))
-    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+    admin = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    client.CustomObjectsApi(admin).patch_namespaced_custom_object_status(
         "adaspec.dev", "v1alpha1", ns, "adaptivespeculators", "chat", {"status": {"stableRevision": "r0"}}
     )
+    api = api_client(cluster, identity)
     act = KubernetesActuator(KubernetesActuatorConfig(image="adaspec:test"), api_client=api)
 
     act.start_adaptation("chat", ns, "chat-run1", "r0")
@@ -82,16 +101,15 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any) -> None:
 
 
 @pytest.mark.slow
-def test_token_review_against_the_api_server(cluster: Any) -> None:
-    from kubernetes import config
-
+@pytest.mark.parametrize("identity", IDENTITIES)
+def test_token_review_against_the_api_server(cluster: Any, identity: str) -> None:
     from adaspec.controlplane.auth import Principal, TokenReview, kubernetes_review
 
     ns = f"cp-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("create", "serviceaccount", "ops", "-n", ns)
     ops = cluster.kubectl("create", "token", "ops", "-n", ns).stdout.strip()
-    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api = api_client(cluster, identity)
     auth = TokenReview(kubernetes_review(api), admin_groups=[f"system:serviceaccounts:{ns}"], read_groups=[])
     assert auth.authenticate(ops) == Principal(f"system:serviceaccount:{ns}:ops", "admin")
     assert auth.authenticate(ops[:-4] + "AAAA") is None

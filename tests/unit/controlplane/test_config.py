@@ -50,3 +50,15 @@ def test_errors_name_the_key(tmp_path: Path, text: str, match: str) -> None:
 
 def test_empty_settings_are_valid() -> None:
     assert Settings().db_url.startswith("sqlite:///")
+
+
+def test_the_settings_shipped_in_manifests_load(tmp_path: Path) -> None:
+    import yaml
+
+    manifest = Path(__file__).resolve().parents[3] / "manifests" / "controlplane.yaml"
+    (config_map,) = [d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "ConfigMap"]
+    f = tmp_path / "settings.yaml"
+    f.write_text(config_map["data"]["settings.yaml"])
+    st = load_settings(f, env={})
+    assert (st.actuator, st.auth.mode) == ("kubernetes", "tokenreview")
+    assert st.db_url.startswith("sqlite:////var/lib/adaspec/")  # the Deployment's data volume
