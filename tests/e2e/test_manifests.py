@@ -55,6 +55,7 @@ CONTROL_PLANE_ALLOWED = [
     ("create", "speculatorrevisions.adaspec.dev"),
     ("patch", "speculatorrevisions.adaspec.dev/status"),
     ("patch", "adaptivespeculators.adaspec.dev/status"),
+    ("get", "adaptivespeculators.adaspec.dev/status"),
     ("create", "jobs.batch"),
     ("get", "jobs.batch"),
     ("create", "tokenreviews.authentication.k8s.io"),

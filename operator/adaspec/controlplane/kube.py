@@ -8,9 +8,11 @@ Every call is idempotent: creating what exists (409) counts as done.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from adaspec.operator.models import revision_object_name
+from adaspec.operator.status import merge_conditions
 
 from .actuators import RunStatus, fill
 from .config import KubernetesActuatorConfig
@@ -78,6 +80,36 @@ def abort_patch() -> dict[str, Any]:
 def rollback_patch(to_revision: str) -> dict[str, Any]:
     """Return the status patch that serves `to_revision` again."""
     return {"status": {"stableRevision": to_revision, "canaryRevision": None}}
+
+
+ADAPTING_REASONS = {
+    "running": ("True", "AdaptationRunning"),
+    "succeeded": ("False", "AdaptationSucceeded"),
+    "failed": ("False", "AdaptationFailed"),
+}
+
+
+def adapting_patch(
+    current: dict[str, Any], run_status: str, message: str, now: datetime
+) -> dict[str, Any] | None:
+    """Return the status patch that sets the Adapting condition on `current` (a speculator as read).
+
+    Conditions are one list, so the patch carries the whole list (the operator's conditions kept) and
+    `metadata.resourceVersion`: the API server refuses it (409) if the object changed since it was read,
+    and the caller reads again. None when the condition already says so (no write).
+    """
+    if run_status not in ADAPTING_REASONS:
+        return None
+    status, reason = ADAPTING_REASONS[run_status]
+    old = list((current.get("status") or {}).get("conditions") or [])
+    cond = {"type": "Adapting", "status": status, "reason": reason, "message": message[:1000]}
+    if any(all(c.get(k) == v for k, v in cond.items()) for c in old):
+        return None
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+        "status": {"conditions": merge_conditions(old, [cond], stamp)},
+    }
 
 
 def figures_patch(figures: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +183,7 @@ class KubernetesActuator:
             except kconfig.ConfigException:
                 kconfig.load_kube_config()  # type: ignore[no-untyped-call]
         self._config = config
-        self._custom = client.CustomObjectsApi(api_client)
+        self._custom: Any = client.CustomObjectsApi(api_client)
         self._batch = client.BatchV1Api(api_client)
         self._exc = client.ApiException
 
@@ -183,15 +215,44 @@ class KubernetesActuator:
     def start_adaptation(self, speculator: str, namespace: str, run_id: str, parent: str | None) -> None:
         job = adaptation_job(speculator, namespace, run_id, parent, self._config)
         self._create(self._batch.create_namespaced_job, namespace, job)
+        self._adapting(namespace, speculator, "running", f"run {run_id}")
 
     def poll_adaptation(self, speculator: str, namespace: str, run_id: str) -> RunStatus:
         try:
             job = self._batch.read_namespaced_job(dns_name("adapt", run_id), namespace)
         except self._exc as exc:
             if exc.status == 404:
-                return RunStatus(status="failed", message="job not found")
+                result = RunStatus(status="failed", message="job not found")
+                self._adapting(namespace, speculator, result.status, f"run {run_id}: {result.message}")
+                return result
             raise
-        return job_status(job.to_dict() if hasattr(job, "to_dict") else dict(job))
+        result = job_status(job.to_dict() if hasattr(job, "to_dict") else dict(job))
+        # Re-asserted on every poll: if an operator status write raced ours, the next poll heals it.
+        detail = result.message or result.status
+        self._adapting(namespace, speculator, result.status, f"run {run_id}: {detail}")
+        return result
+
+    def _adapting(self, ns: str, name: str, run_status: str, message: str, attempts: int = 5) -> None:
+        """Set the Adapting condition: read, merge, patch with the version read; again on a conflict."""
+        for _ in range(attempts):
+            try:
+                current: dict[str, Any] = self._custom.get_namespaced_custom_object_status(
+                    GROUP, VERSION, ns, ASPEC, name
+                )
+            except self._exc as exc:
+                if exc.status == 404:
+                    return  # the speculator is gone: nothing to report on
+                raise
+            patch = adapting_patch(current, run_status, message, datetime.now(UTC))
+            if patch is None:
+                return
+            try:
+                self._aspec(ns, name, patch)
+                return
+            except self._exc as exc:
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"AdaptiveSpeculator {ns}/{name}: Adapting condition kept conflicting")
 
     def start_canary(
         self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, parent: str | None

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adaspec.controlplane.config import KubernetesActuatorConfig
-from adaspec.controlplane.kube import KubernetesActuator
+from adaspec.controlplane.kube import KubernetesActuator, adapting_patch
 
 ROOT = Path(__file__).resolve().parents[3]
 CRDS = ROOT / "crds"
@@ -75,6 +76,20 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any, identity: 
     job = get(cluster, "job", ns, "adapt-chat-run1")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "adaspec:test"
     assert act.poll_adaptation("chat", ns, "chat-run1").status == "running"
+    conditions = {c["type"]: c for c in get(cluster, "aspec", ns, "chat")["status"]["conditions"]}
+    adapting = conditions["Adapting"]
+    assert (adapting["status"], adapting["reason"]) == ("True", "AdaptationRunning")
+    # The condition is written with the resourceVersion it was read at: a stale one is refused (409).
+    stale = get(cluster, "aspec", ns, "chat")
+    client.CustomObjectsApi(admin).patch_namespaced_custom_object_status(
+        "adaspec.dev", "v1alpha1", ns, "adaptivespeculators", "chat", {"status": {"tokensPerSecond": 1.0}}
+    )
+    patch = adapting_patch(stale, "failed", "late", datetime.now(UTC))
+    with pytest.raises(client.ApiException) as refused:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            "adaspec.dev", "v1alpha1", ns, "adaptivespeculators", "chat", patch
+        )
+    assert refused.value.status == 409
 
     act.start_canary("chat", ns, "r1", "s3://bucket/chat/r1", "r0")
     act.start_canary("chat", ns, "r1", "s3://bucket/chat/r1", "r0")

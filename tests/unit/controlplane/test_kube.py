@@ -10,6 +10,7 @@ from adaspec.controlplane.config import KubernetesActuatorConfig
 from adaspec.controlplane.kube import (
     abort_patch,
     adaptation_job,
+    adapting_patch,
     canary_patch,
     dns_name,
     figures_patch,
@@ -100,3 +101,29 @@ def test_figures_patch_skips_unknown_figures() -> None:
     assert figures_patch(figures) == {
         "status": {"acceptanceRate": 0.71, "lastDriftTime": "2026-03-01T00:10:00Z"}
     }
+
+
+def test_adapting_condition_patch_keeps_the_operators_conditions_and_the_version_read() -> None:
+    from datetime import UTC, datetime
+
+    ready = {"type": "Ready", "status": "True", "reason": "Available", "message": ""}
+    ready["lastTransitionTime"] = "t0"
+    current = {"metadata": {"resourceVersion": "41"}, "status": {"conditions": [ready]}}
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    patch = adapting_patch(current, "running", "run r7", now)
+    assert patch is not None and patch["metadata"] == {"resourceVersion": "41"}
+    ready_after, adapting = patch["status"]["conditions"]
+    assert ready_after == ready  # the operator's condition, untouched
+    assert adapting == {
+        "type": "Adapting",
+        "status": "True",
+        "reason": "AdaptationRunning",
+        "message": "run r7",
+        "lastTransitionTime": "2026-11-28T12:00:00Z",
+    }
+    current["status"]["conditions"] = patch["status"]["conditions"]
+    assert adapting_patch(current, "running", "run r7", now) is None  # already so: no write
+    done = adapting_patch(current, "failed", "run r7: BackoffLimitExceeded", now)
+    assert done is not None and done["status"]["conditions"][1]["status"] == "False"
+    assert done["status"]["conditions"][1]["reason"] == "AdaptationFailed"
+    assert adapting_patch(current, "unknown", "", now) is None
