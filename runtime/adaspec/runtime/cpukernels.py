@@ -32,10 +32,9 @@ MAX_TUNED_ROWS = 16  # above this (prefill, training) F.linear's GEMM path is le
 
 @dataclass
 class TuningReport:
-    """Which layout each (out, in) shape uses per row count, and the measured milliseconds."""
+    """Which layout each (out, in) shape uses per row count."""
 
     choices: dict[str, dict[int, str]] = field(default_factory=dict)
-    timings_ms: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     seconds: float = 0.0
     modules: int = 0
 
@@ -149,25 +148,20 @@ def tune_linears(
         for (n_out, n_in, has_bias), group in by_shape.items():
             key = f"{n_out}x{n_in}" + ("+bias" if has_bias else "")
             choice = report.choices.get(key, {})
-            timings: dict[int, dict[str, float]] = {}
             for lin in group:  # timing below needs the state (x_wt builds its copy there)
                 vars(lin)[STATE] = _LayerKernels(choice)
             for m in sorted(set(rows)) if not choice else ():
                 x = torch.randn(m, n_in, generator=generator)  # [m, in]
                 # Over every layer of the shape in turn, so that weights stream from memory as they
                 # do in a forward pass instead of sitting in cache.
-                timings[m] = {
-                    layout: _time_ms(partial(_over_group, layout, x, group), repeats) / len(group)
-                    for layout in LAYOUTS
+                best_ms = {
+                    layout: _time_ms(partial(_over_group, layout, x, group), repeats) for layout in LAYOUTS
                 }
-                choice[m] = min(LAYOUTS, key=timings[m].__getitem__)
+                choice[m] = min(LAYOUTS, key=best_ms.__getitem__)
             report.choices[key] = choice
-            report.timings_ms.setdefault(key, timings)
             for lin in group:
-                state = _state(lin)
-                state.choice = choice
                 if "x_wt" not in choice.values():  # a copy made while timing is not needed
-                    state.wt = None
+                    _state(lin).wt = None
                 lin.forward = types.MethodType(_tuned_forward, lin)  # type: ignore[method-assign]
             report.modules += len(group)
     report.seconds += time.perf_counter() - started

@@ -89,9 +89,8 @@ class OnlineDistiller:
             train_embeddings = tables <= total // 2
         for name, param in model.named_parameters():
             param.requires_grad_(train_embeddings or not _is_table(name))
-        self.trained = [n for n, p in model.named_parameters() if p.requires_grad]
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        self.trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.opt = torch.optim.AdamW(self.trained.values(), lr=cfg.lr, weight_decay=0.0)
         self.buffer: deque[Example] = deque(maxlen=cfg.buffer_size)
         self._pending: list[Example] = []
         self.rng = random.Random(cfg.seed)
@@ -161,13 +160,11 @@ class OnlineDistiller:
             loss = self._loss(ex) / len(batch)
             loss.backward()  # type: ignore[no-untyped-call]
             total += float(loss.detach())
-        trained = [p for p in self.model.parameters() if p.requires_grad]
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        torch.nn.utils.clip_grad_norm_(self.trained.values(), 1.0)
         self.opt.step()
         self.steps += 1
         self.last_loss = total
-        params = dict(self.model.named_parameters())
-        weights = {k: params[k].detach().clone() for k in self.trained}  # frozen ones never change
+        weights = {k: p.detach().clone() for k, p in self.trained.items()}  # frozen ones never change
         with self._lock:
             self._snapshot = weights
             self.version += 1
