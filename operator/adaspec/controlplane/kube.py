@@ -7,10 +7,10 @@ Every call is idempotent: creating what exists (409) counts as done.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
+from adaspec.operator.models import dns_label as dns_name
 from adaspec.operator.models import revision_object_name
 from adaspec.operator.status import merge_conditions
 
@@ -20,12 +20,6 @@ from .config import KubernetesActuatorConfig
 GROUP, VERSION = "adaspec.dev", "v1alpha1"
 ASPEC, SPECREV = "adaptivespeculators", "speculatorrevisions"
 RUN_LABEL = "adaspec.dev/adaptation-run"
-
-
-def dns_name(*parts: str) -> str:
-    """Return a DNS-1123 name from `parts` (lower case, '-' joined, at most 63 characters)."""
-    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
-    return name[:63].rstrip("-")
 
 
 def revision_body(

@@ -209,15 +209,21 @@ class SpeculatorRevisionStatus(_Model):
     reason: str | None = None
 
 
-def revision_object_name(speculator: str, revision: str) -> str:
-    """Name of the SpeculatorRevision object holding `revision` of `speculator`.
+def dns_label(*parts: str) -> str:
+    """Return a DNS-1123 label from `parts`: '-' joined, lower case, other characters to '-'.
 
-    `<speculator>-<revision>` made DNS-1123 (lower case, other characters to '-'); when that is longer
-    than 63 characters it is cut and ends in 8 hex digits of a hash of the pair, so that distinct pairs
-    keep distinct names. The operator (reading) and the control plane (writing) both use this.
+    Longer than 63 characters, it is cut and ends in 8 hex digits of a hash of the parts, so that
+    distinct parts keep distinct names.
     """
-    name = re.sub(r"[^a-z0-9-]+", "-", f"{speculator}-{revision}".lower()).strip("-")
+    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
     if len(name) <= 63:
         return name
-    digest = hashlib.sha256(f"{speculator}/{revision}".encode()).hexdigest()[:8]
+    digest = hashlib.sha256("/".join(parts).encode()).hexdigest()[:8]
     return f"{name[:54].rstrip('-')}-{digest}"
+
+
+def revision_object_name(speculator: str, revision: str) -> str:
+    """Name of the SpeculatorRevision object holding `revision` of `speculator` (`<speculator>-<revision>`
+    as a DNS label). The operator (reading) and the control plane (writing) both use this.
+    """
+    return dns_label(speculator, revision)
