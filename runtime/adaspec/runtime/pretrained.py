@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -79,15 +78,6 @@ def locate_gguf(source: GgufSource = SMOLLM2_135M_INSTRUCT) -> Path:
     )
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Return the hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _is_complete(path: Path) -> bool:
     return (
         (path / CONVERSION_MARKER).is_file()
@@ -132,6 +122,8 @@ def ensure_pretrained(
     file never reuses a stale conversion. Writing goes to a temporary sibling that is renamed into
     place, so an interrupted conversion leaves no half-written model behind.
     """
+    from adaspec.runtime.artifacts import sha256_file
+
     gguf_path = locate_gguf(source)
     digest = sha256_file(gguf_path)
     stem = source.filename.removesuffix(".gguf").lower()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from adaspec.runtime.artifacts import sha256_file
 from adaspec.runtime.workloads import Corpus, CorpusSpec, WorkloadError, is_heldout, list_corpus
 
 RECIPE_VERSION = 1
@@ -284,7 +285,7 @@ def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, r
             "target": str(target_dir),
             "recipe": asdict(recipe),
             "report": asdict(report),
-            "sha256": {name: _sha256(staging / name) for name in files},
+            "sha256": {name: sha256_file(staging / name) for name in files},
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
@@ -294,14 +295,6 @@ def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, r
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_report(out: Path, digest: str) -> dict[str, Any] | None:
