@@ -16,6 +16,7 @@ __all__ = ["CommandError", "build_parser", "main"]
 # image (the operator image has no torch).
 COMMAND_MODULES: tuple[str, ...] = (
     "adaspec.runtime.cli",
+    "adaspec.runtime.server.cli",
     "adaspec.operator.cli",
     "adaspec.controlplane.cli",
 )

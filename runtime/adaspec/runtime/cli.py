@@ -10,7 +10,7 @@ from typing import Any
 
 from adaspec.cli.argtypes import positive_int
 
-STRATEGY_NAMES = ("target-only", "static", "suffix", "adaptive", "hybrid")
+from adaspec.runtime.strategies import STRATEGY_NAMES
 
 
 def _generate(args: argparse.Namespace) -> int:

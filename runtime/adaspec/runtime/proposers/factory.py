@@ -14,17 +14,10 @@ from adaspec.runtime.proposers.adaptive import AdaptiveConfig, AdaptiveProposer
 from adaspec.runtime.proposers.base import Proposer
 from adaspec.runtime.proposers.static import DraftModelProposer
 from adaspec.runtime.proposers.suffix import SuffixProposer
+from adaspec.runtime.strategies import STRATEGIES, proposers_for
 
-# Strategy name -> proposers it runs (under the controller). "target-only" runs none.
-STRATEGIES: dict[str, tuple[str, ...]] = {
-    "target-only": (),
-    "static": ("static",),
-    "suffix": ("suffix",),
-    "adaptive": ("adaptive",),
-    "hybrid": ("static", "adaptive", "suffix"),
-    "ngram": ("ngram",),
-    "arctic-suffix": ("arctic-suffix",),
-}
+__all__ = ["STRATEGIES", "BuildContext", "build_proposer", "proposers_for", "scratch_draft"]
+
 # Peers implemented in their own modules, each exposing build(vocab_size, max_tokens) -> Proposer.
 PEER_MODULES = {
     "ngram": "adaspec.runtime.proposers.ngram",
@@ -56,12 +49,6 @@ def scratch_draft(ctx: BuildContext) -> Any:
     return model.to(ctx.device)
 
 
-def proposers_for(strategy: str) -> tuple[str, ...]:
-    """Proposer names a strategy runs; ValueError listing the valid strategies otherwise."""
-    try:
-        return STRATEGIES[strategy]
-    except KeyError:
-        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}") from None
 
 
 def build_proposer(name: str, ctx: BuildContext) -> Proposer:
