@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from adaspec.runtime import specmetrics
+
 
 @dataclass(frozen=True)
 class Counters:
@@ -36,12 +38,12 @@ class Counters:
     @property
     def acceptance_rate(self) -> float | None:
         """Return accepted / draft tokens, or None when no draft token was proposed."""
-        return self.accepted / self.draft_tokens if self.draft_tokens > 0 else None
+        return specmetrics.acceptance_rate(self.accepted, self.draft_tokens)
 
     @property
     def mean_accepted_length(self) -> float | None:
         """Return 1 + accepted / drafts (tokens per target pass), or None without drafts."""
-        return 1.0 + self.accepted / self.drafts if self.drafts > 0 else None
+        return specmetrics.mean_accepted_length(self.accepted, self.drafts)
 
     def metric(self, name: str) -> float | None:
         """Return the figure called `name` (acceptance_rate or mean_accepted_length)."""

@@ -10,6 +10,8 @@ from typing import Literal
 
 import httpx
 
+from adaspec.runtime import specmetrics as sm
+
 from .counters import Counters
 
 SourceKind = Literal["runtime", "vllm"]
@@ -17,12 +19,12 @@ SourceKind = Literal["runtime", "vllm"]
 # Counter names per source (docs/CONTRACTS.md, ../shared/ANCHORS.md); field of `Counters` each feeds.
 NAMES: Mapping[str, Mapping[str, str]] = {
     "runtime": {
-        "adaspec_spec_decode_num_drafts_total": "drafts",
-        "adaspec_spec_decode_num_draft_tokens_total": "draft_tokens",
-        "adaspec_spec_decode_num_accepted_tokens_total": "accepted",
-        "adaspec_spec_decode_num_accepted_tokens_per_pos_total": "per_position",
-        "adaspec_generation_tokens_total": "generated",
-        "adaspec_target_forward_passes_total": "forward_passes",
+        sm.DRAFTS: "drafts",
+        sm.DRAFT_TOKENS: "draft_tokens",
+        sm.ACCEPTED: "accepted",
+        sm.ACCEPTED_PER_POS: "per_position",
+        sm.GENERATION_TOKENS: "generated",
+        sm.TARGET_PASSES: "forward_passes",
     },
     "vllm": {
         "vllm:spec_decode_num_drafts_total": "drafts",
@@ -32,7 +34,7 @@ NAMES: Mapping[str, Mapping[str, str]] = {
         "vllm:generation_tokens_total": "generated",
     },
 }
-REVISION_INFO = "adaspec_revision_info"
+REVISION_INFO = sm.REVISION_INFO
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 

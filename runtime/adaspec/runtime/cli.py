@@ -9,7 +9,6 @@ import argparse
 from typing import Any
 
 from adaspec.cli.argtypes import positive_int
-
 from adaspec.runtime.strategies import STRATEGY_NAMES
 
 

@@ -89,6 +89,11 @@ class AcceptanceTable:
         self._t = 0
         self.priors: dict[str, float] = {}
 
+    def forget(self, name: str) -> None:
+        """Drop every estimate of one proposer (its model was replaced)."""
+        self._counts = {k: v for k, v in self._counts.items() if k[0] != name}
+        self.priors.pop(name, None)
+
     def _get(self, key: tuple[object, ...]) -> tuple[float, float]:
         c = self._counts.get(key)
         if c is None:
@@ -198,6 +203,10 @@ class Controller:
         self.costs = costs
         self.table = AcceptanceTable(cfg)
         self.rng = random.Random(cfg.seed)
+
+    def forget(self, name: str) -> None:
+        """Forget what was learned about a proposer's acceptance (a new model now drafts under its name)."""
+        self.table.forget(name)
 
     def set_prior(self, name: str, acceptance: float) -> None:
         """Set a proposer's prior acceptance (e.g. an adaptive draft's prequential accuracy)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -34,8 +34,21 @@ class GenerationResult:
     """Generated token ids (prompt excluded), why generation stopped, and its statistics."""
 
     token_ids: list[int]
-    finish_reason: str  # "length" or "stop"
+    finish_reason: str  # "length", "stop" (an end-of-sequence token) or "cancelled" (by on_tokens)
     stats: GenerationStats
+
+
+# Called with the tokens just committed (in order, after end-of-sequence trimming); True stops generation.
+OnTokens = Callable[[Sequence[int]], bool]
+
+
+def eos_ids(value: int | Iterable[int] | None) -> frozenset[int]:
+    """The end-of-sequence ids in a config value (one id, a list of ids, or None)."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, int):
+        return frozenset((value,))
+    return frozenset(int(v) for v in value)
 
 
 def validate_draft(draft: object, k_cap: int, vocab: int) -> Draft:
@@ -74,16 +87,29 @@ class SpeculativeEngine:
         target: CachedLM,
         proposers: Sequence[Proposer],
         controller: Controller | None,
-        eos_token_id: int | None = None,
+        eos_token_id: int | Iterable[int] | None = None,
     ) -> None:
         if proposers and controller is None:
             raise ValueError("proposers need a controller")
         self.target = target
         self.proposers = {p.name: p for p in proposers}
         self.controller = controller
-        self.eos_token_id = eos_token_id
+        self.eos_token_ids = eos_ids(eos_token_id)  # every id that ends a sequence (Llama-3 has several)
         self.vocab = target.vocab_size
         self.totals = GenerationStats()  # across all requests served
+
+    def replace_proposer(self, proposer: Proposer) -> None:
+        """Serve `proposer` in place of the one with its name (call between requests only).
+
+        The controller forgets what it learned about the old one's acceptance; the old one is closed.
+        """
+        old = self.proposers.get(proposer.name)
+        self.proposers[proposer.name] = proposer
+        if self.controller is not None:
+            self.controller.forget(proposer.name)
+        close = getattr(old, "close", None)
+        if old is not None and old is not proposer and callable(close):
+            close()
 
     # -- phases ------------------------------------------------------------------------
     def _draft(
@@ -169,8 +195,13 @@ class SpeculativeEngine:
         max_new_tokens: int,
         sampling: SamplingParams | None = None,
         tag: str | None = None,
+        on_tokens: OnTokens | None = None,
     ) -> GenerationResult:
-        """Generate up to max_new_tokens tokens after prompt_ids; output equals the target's own decoding."""
+        """Generate up to max_new_tokens tokens after prompt_ids; output equals the target's own decoding.
+
+        `on_tokens` is called with every step's committed tokens (streaming); when it returns True,
+        generation stops there with finish reason "cancelled".
+        """
         sampling = sampling or SamplingParams()
         prompt = [int(t) for t in prompt_ids]
         _check_request(prompt, max_new_tokens, self.vocab, self.target.max_positions)
@@ -205,8 +236,9 @@ class SpeculativeEngine:
             stats.target_forward_passes += 1
             # accept / rollback
             committed = verdict.committed(draft.token_ids[:k] if draft is not None else ())
-            if self.eos_token_id is not None and self.eos_token_id in committed:
-                committed = committed[: committed.index(self.eos_token_id) + 1]
+            ends = [i for i, t in enumerate(committed) if t in self.eos_token_ids]
+            if ends:
+                committed = committed[: ends[0] + 1]
                 finish = "stop"
             self.target.truncate(len(context) + verdict.num_accepted)
             context.extend(committed)
@@ -223,7 +255,9 @@ class SpeculativeEngine:
             for pname, p in list(active.items()):
                 if not _safe(partial(p.observe, context, len(committed), rows), pname, stats):
                     del active[pname]
-            if finish == "stop":
+            if on_tokens is not None and on_tokens(committed) and finish != "stop":
+                finish = "cancelled"
+            if finish != "length":
                 break
         stats.decode_seconds = time.perf_counter() - t0
         stats.generated_tokens = len(out)
@@ -264,13 +298,14 @@ def autoregressive_generate(
     prompt_ids: Sequence[int],
     max_new_tokens: int,
     sampling: SamplingParams | None = None,
-    eos_token_id: int | None = None,
+    eos_token_id: int | Iterable[int] | None = None,
 ) -> list[int]:
     """The plain baseline: one target pass per token, no speculation; returns generated ids."""
     sampling = sampling or SamplingParams()
     prompt = [int(t) for t in prompt_ids]
     _check_request(prompt, max_new_tokens, target.vocab_size, target.max_positions)
     gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+    eos = eos_ids(eos_token_id)
     target.reset()
     logits = target.feed(prompt, last=1)  # [1, vocab]
     out: list[int] = []
@@ -280,7 +315,7 @@ def autoregressive_generate(
         else:
             token = sample(logits_to_probs(logits, sampling)[0], gen)
         out.append(token)
-        if token == eos_token_id or len(out) == max_new_tokens:
+        if token in eos or len(out) == max_new_tokens:
             break
         logits = target.feed([token])
     return out
@@ -297,6 +332,8 @@ def build_engine(
     adaptive: AdaptiveConfig | None = None,
     adaptive_revision: Path | None = None,
     cpu_kernels: bool | TuningReport = True,
+    disabled: Collection[str] = (),
+    tokenizer_dir: Path | None = None,
 ) -> SpeculativeEngine:
     """Load the target (and static draft), build the strategy's proposers, measure costs; return the engine.
 
@@ -306,13 +343,18 @@ def build_engine(
     `cpu_kernels` picks, on CPU, the fastest matmul layout per layer shape and row count for the target
     and static draft (cpukernels.py); pass one TuningReport to engines compared side by side so that
     they run the same kernels (it is filled by the first). False keeps plain F.linear.
+    `disabled` drops proposers from the strategy (the adaptive one when settings turn it off).
+    `tokenizer_dir` holds the tokenizer revisions must match (default: the target's directory).
     """
     from adaspec.runtime.artifacts import load_revision
     from adaspec.runtime.calibrate import measure_step_seconds, measure_verify_seconds
     from adaspec.runtime.models import check_draft_compatible, load_causal_lm, tokenizer_fingerprint
     from adaspec.runtime.proposers.factory import BuildContext, build_proposer, proposers_for
 
-    names = proposers_for(strategy)
+    names = tuple(n for n in proposers_for(strategy) if n not in disabled)
+    if proposers_for(strategy) and not names:
+        raise ValueError(f"strategy {strategy!r} runs no proposer once {sorted(disabled)} are disabled")
+    tok_dir = Path(tokenizer_dir) if tokenizer_dir is not None else Path(target_dir)
     target_model = load_causal_lm(Path(target_dir), "target", device)
     target = CachedLM(target_model, device)
     draft_model = None
@@ -330,7 +372,7 @@ def build_engine(
                 tune_linears(model, report=plan)
     init = None
     if adaptive_revision is not None:
-        init, _ = load_revision(Path(adaptive_revision), tokenizer_fingerprint(Path(target_dir)), device)
+        init, _ = load_revision(Path(adaptive_revision), tokenizer_fingerprint(tok_dir), device)
     cfg = controller or ControllerConfig()
     if fixed_k is not None:
         cfg = replace(cfg, fixed_k=fixed_k, k_max=max(cfg.k_max, fixed_k))
@@ -353,5 +395,7 @@ def build_engine(
         lm = getattr(p, "lm", None)
         if isinstance(lm, CachedLM):
             costs.draft[p.name] = measure_step_seconds(lm)
-    eos = getattr(target_model.config, "eos_token_id", None)
-    return SpeculativeEngine(target, proposers, ctl if names else None, eos if isinstance(eos, int) else None)
+    eos = set(eos_ids(getattr(target_model.config, "eos_token_id", None)))
+    generation = getattr(target_model, "generation_config", None)
+    eos |= eos_ids(getattr(generation, "eos_token_id", None))
+    return SpeculativeEngine(target, proposers, ctl if names else None, eos)

@@ -64,7 +64,7 @@ class CaptureSettings(_Settings):
 
     enabled: bool = Field(default=False, description="Capture sampled traffic.")
     sample_rate: float = Field(default=0.05, ge=0, le=1, description="Fraction of requests captured.")
-    retention: Duration = Field(default="168h", description="How long captured shards are kept (Go duration).")
+    retention: Duration = Field(default="168h", description="Age after which captured shards are removed.")
 
 
 class RuntimeSettings(_Settings):

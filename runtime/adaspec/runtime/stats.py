@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from adaspec.runtime import specmetrics
+
 
 @dataclass
 class ProposerStats:
@@ -15,9 +17,13 @@ class ProposerStats:
     accepted_tokens: int = 0
     accepted_per_position: list[int] = field(default_factory=list)  # [k_max] accepted at each position
     failures: int = 0  # proposals that raised or were malformed (the step fell back to plain decoding)
+    lookaheads: list[int] = field(default_factory=list)  # [k_max + 1] verifications with k drafted tokens
 
     def record(self, k: int, num_accepted: int) -> None:
         """Count one verification of k drafted tokens with num_accepted accepted."""
+        if len(self.lookaheads) <= k:
+            self.lookaheads.extend([0] * (k + 1 - len(self.lookaheads)))
+        self.lookaheads[k] += 1
         self.drafts += 1
         self.draft_tokens += k
         self.accepted_tokens += num_accepted
@@ -29,7 +35,12 @@ class ProposerStats:
     @property
     def acceptance_rate(self) -> float:
         """Accepted / drafted tokens (0 when nothing was drafted)."""
-        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+        return specmetrics.acceptance_rate(self.accepted_tokens, self.draft_tokens) or 0.0
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """1 + accepted / drafts (0 when nothing was drafted)."""
+        return specmetrics.mean_accepted_length(self.accepted_tokens, self.drafts) or 0.0
 
     def merge(self, other: ProposerStats) -> None:
         """Add another set of counters into this one."""
@@ -37,10 +48,8 @@ class ProposerStats:
         self.draft_tokens += other.draft_tokens
         self.accepted_tokens += other.accepted_tokens
         self.failures += other.failures
-        n = max(len(self.accepted_per_position), len(other.accepted_per_position))
-        a = self.accepted_per_position + [0] * (n - len(self.accepted_per_position))
-        b = other.accepted_per_position + [0] * (n - len(other.accepted_per_position))
-        self.accepted_per_position = [x + y for x, y in zip(a, b, strict=True)]
+        self.accepted_per_position = _add_lists(self.accepted_per_position, other.accepted_per_position)
+        self.lookaheads = _add_lists(self.lookaheads, other.lookaheads)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counters."""
@@ -54,6 +63,11 @@ class ProposerStats:
         }
 
 
+def _add_lists(a: list[int], b: list[int]) -> list[int]:
+    n = max(len(a), len(b))
+    return [x + y for x, y in zip(a + [0] * (n - len(a)), b + [0] * (n - len(b)), strict=True)]
+
+
 @dataclass
 class GenerationStats:
     """Statistics of one generation (or, merged, of many)."""
@@ -65,16 +79,23 @@ class GenerationStats:
     per_speculator: dict[str, ProposerStats] = field(default_factory=dict)
 
     @property
+    def tokens_per_target_pass(self) -> float:
+        """Tokens committed per target pass (1.0 without speculation, 0 before any pass)."""
+        return specmetrics.tokens_per_target_pass(self.generated_tokens, self.target_forward_passes) or 0.0
+
+    @property
     def mean_accepted_length(self) -> float:
-        """Tokens committed per target pass (1.0 without speculation)."""
-        return self.generated_tokens / self.target_forward_passes if self.target_forward_passes else 0.0
+        """1 + accepted / drafts over all proposers (vLLM's definition; 0 when nothing was drafted)."""
+        drafts = sum(s.drafts for s in self.per_speculator.values())
+        accepted = sum(s.accepted_tokens for s in self.per_speculator.values())
+        return specmetrics.mean_accepted_length(accepted, drafts) or 0.0
 
     @property
     def acceptance_rate(self) -> float:
         """Accepted / drafted tokens over all proposers."""
         drafted = sum(s.draft_tokens for s in self.per_speculator.values())
         accepted = sum(s.accepted_tokens for s in self.per_speculator.values())
-        return accepted / drafted if drafted else 0.0
+        return specmetrics.acceptance_rate(accepted, drafted) or 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -101,6 +122,7 @@ class GenerationStats:
             "generated_tokens": self.generated_tokens,
             "target_forward_passes": self.target_forward_passes,
             "mean_accepted_length": round(self.mean_accepted_length, 4),
+            "tokens_per_target_pass": round(self.tokens_per_target_pass, 4),
             "acceptance_rate": round(self.acceptance_rate, 4),
             "tokens_per_second": round(self.tokens_per_second, 2),
             "decode_seconds": round(self.decode_seconds, 4),

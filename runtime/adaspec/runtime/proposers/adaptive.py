@@ -12,6 +12,7 @@ between requests, so a request always drafts with one consistent model.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import threading
 import time
@@ -27,6 +28,8 @@ from adaspec.runtime.artifacts import Manifest, save_revision
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.base import RequestInfo
 from adaspec.runtime.proposers.static import DraftModelProposer
+
+log = logging.getLogger("adaspec.adaptive")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class Example:
     top_ids: torch.Tensor  # [T - gen_start, K] long: target's top-k ids at each generated position
     top_logp: torch.Tensor  # [T - gen_start, K] float: their log-probabilities
 
+    def to(self, device: torch.device) -> Example:
+        """This example with its tensors on `device` (the training model's)."""
+        tokens, ids, logp = self.tokens.to(device), self.top_ids.to(device), self.top_logp.to(device)
+        return Example(tokens, self.gen_start, ids, logp)
+
 
 def _is_table(name: str) -> bool:
     """Whether a parameter is the token embedding or the output head."""
@@ -91,6 +99,7 @@ class OnlineDistiller:
             param.requires_grad_(train_embeddings or not _is_table(name))
         self.trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.opt = torch.optim.AdamW(self.trained.values(), lr=cfg.lr, weight_decay=0.0)
+        self.device = next(model.parameters()).device
         self.buffer: deque[Example] = deque(maxlen=cfg.buffer_size)
         self._pending: list[Example] = []
         self.rng = random.Random(cfg.seed)
@@ -121,14 +130,14 @@ class OnlineDistiller:
         if 0 < self.cfg.prompt_positions < len(prompt):
             prompt = sorted(self.rng.sample(prompt, self.cfg.prompt_positions))
         # The output head (vocab x hidden, most of a small draft's compute) runs only where a loss is.
-        keep = torch.tensor([*prompt, *range(g, n_in)], dtype=torch.long)  # [P + G]
+        keep = torch.tensor([*prompt, *range(g, n_in)], dtype=torch.long, device=self.device)  # [P + G]
         logits = self.model(input_ids=ex.tokens[None, :-1], logits_to_keep=keep).logits[0].float()
         logq = torch.log_softmax(logits, dim=-1)  # [P + G, vocab]
         p = len(prompt)
         soft = torch.softmax(ex.top_logp, dim=-1)  # [G, K] target top-k, renormalised
         loss = -(soft * logq[p:].gather(-1, ex.top_ids)).sum(-1).mean()
         if p:
-            targets = ex.tokens[torch.tensor(prompt, dtype=torch.long) + 1]  # [P] next tokens
+            targets = ex.tokens[torch.tensor(prompt, dtype=torch.long, device=self.device) + 1]  # [P]
             lm = torch.nn.functional.nll_loss(logq[:p], targets)
             loss = loss + self.cfg.prompt_weight * lm
         return loss
@@ -142,6 +151,7 @@ class OnlineDistiller:
         """
         with self._lock:
             new, self._pending = self._pending, []
+        new = [ex.to(self.device) for ex in new]
         for ex in new:
             acc = self._agreement(ex)
             p = self.prequential_accuracy
@@ -191,6 +201,7 @@ class AdaptiveProposer(DraftModelProposer):
         self.on_estimate = on_estimate
         self.distiller = OnlineDistiller(copy.deepcopy(lm.model), self.cfg, self._report)
         self._served_version = 0
+        self.train_failures = 0  # background steps that raised (counted, logged, training goes on)
         self._prompt: list[int] = []
         self._top_ids: list[torch.Tensor] = []  # [n, K] per observe
         self._top_logp: list[torch.Tensor] = []
@@ -237,6 +248,11 @@ class AdaptiveProposer(DraftModelProposer):
             for _ in range(self.cfg.steps_per_request):
                 self.distiller.step()
 
+    @property
+    def served_version(self) -> int:
+        """Version of the trained weights now drafting (0: the weights it started from)."""
+        return self._served_version
+
     def _report(self, accuracy: float) -> None:
         if self.on_estimate is not None:
             self.on_estimate(self.name, accuracy)
@@ -251,7 +267,12 @@ class AdaptiveProposer(DraftModelProposer):
                 if self._stop.is_set():
                     return
                 t0 = time.perf_counter()
-                if not self.distiller.step():
+                try:
+                    if not self.distiller.step():
+                        break
+                except Exception as exc:  # noqa: BLE001 - a failed update must not stop serving or learning
+                    self.train_failures += 1
+                    log.error("event=adaptive_train_failure failures=%d error=%r", self.train_failures, exc)
                     break
                 spent = time.perf_counter() - t0
                 self._stop.wait(spent * (1.0 - share) / share)
