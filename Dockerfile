@@ -6,6 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin adaspec
 WORKDIR /opt/adaspec
 COPY pyproject.toml README.md ./
+COPY common/ common/
 COPY operator/ operator/
 COPY runtime/ runtime/
 

@@ -41,6 +41,19 @@ def test_every_copied_path_exists() -> None:
             assert (ROOT / src).exists(), f"COPY {src}: no such path"
 
 
+def test_every_packaged_folder_is_copied() -> None:
+    """Both images install the wheel, so each folder of the namespace package must be in the build context."""
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    copied = set()
+    for word, rest in instructions():
+        if word == "COPY":
+            args = [a for a in shlex.split(rest) if not a.startswith("--")]
+            copied |= {src.rstrip("/") for src in args[:-1]}
+    for package in wheel["packages"]:
+        top = package.split("/")[0]
+        assert top in copied or package in copied, f"{package} is packaged but not COPY'd into the image"
+
+
 def test_targets_and_entrypoints_exist() -> None:
     froms = [re.search(r"\bAS (\S+)", r) for w, r in instructions() if w == "FROM"]
     stages = {m.group(1) for m in froms if m}
