@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
-from adaspec.operator.models import GROUP, VERSION, AdaptiveSpeculatorSpec, Resources
+from adaspec.operator.models import GROUP, VERSION, AdaptiveSpeculatorSpec, Resources, duration_seconds
 
 Role = Literal["stable", "canary"]
 
@@ -28,6 +29,11 @@ METRICS_PORT = 9090
 RUNTIME_UID = 10001
 CONFIG_DIR = "/etc/adaspec"
 CONFIG_FILE = "controller.yaml"
+HEALTH_PATH = "/health"  # 503 while loading or draining, 200 when ready (docs/CONTRACTS.md, runtime process)
+STARTUP_PERIOD_S = 10
+# Covers `adaspec serve --shutdown-grace` (default 20 s: in-flight requests finish) plus the time the
+# endpoints controller takes to drop a terminating pod; a test checks it against the serve parser's default.
+TERMINATION_GRACE_S = 30
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,31 @@ def resource_requirements(resources: Resources) -> dict[str, dict[str, str]]:
     return out
 
 
+def startup_failure_threshold(spec: AdaptiveSpeculatorSpec) -> int:
+    """Return the startup probe's failureThreshold: enough STARTUP_PERIOD_S periods to cover
+    `spec.runtime.startupTimeout` (at least one)."""
+    return max(1, math.ceil(duration_seconds(spec.runtime.startup_timeout) / STARTUP_PERIOD_S))
+
+
+def probes(spec: AdaptiveSpeculatorSpec) -> dict[str, Any]:
+    """Return the runtime container's probes: startup and readiness on /health, and no liveness probe.
+
+    Loading (model download, checksum verification, cost calibration) can take minutes, during which
+    /health answers 503; the startup probe allows `runtime.startupTimeout` for it, then readiness takes
+    over. There is deliberately no liveness probe: after SIGTERM the runtime drains with /health at 503,
+    and a liveness probe on /health would kill a pod finishing its in-flight requests.
+    """
+    health = {"path": HEALTH_PATH, "port": "http"}
+    return {
+        "startupProbe": {
+            "httpGet": health,
+            "periodSeconds": STARTUP_PERIOD_S,
+            "failureThreshold": startup_failure_threshold(spec),
+        },
+        "readinessProbe": {"httpGet": health, "periodSeconds": 5},
+    }
+
+
 def runtime_args(spec: AdaptiveSpeculatorSpec, artifact: Artifact, role: Role) -> list[str]:
     """Return the runtime container's arguments (after the `adaspec` entrypoint)."""
     args = [
@@ -196,7 +227,7 @@ def build_deployment(
             {"name": "ADASPEC_ROLE", "value": role},
         ],
         "resources": resource_requirements(spec.runtime.resources),
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
+        **probes(spec),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -218,6 +249,7 @@ def build_deployment(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": config_name(owner)}},

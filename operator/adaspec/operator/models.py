@@ -1,4 +1,9 @@
-"""Pydantic twins of the AdaptiveSpeculator and SpeculatorRevision CRDs (kept in agreement by a test)."""
+"""Pydantic twins of the AdaptiveSpeculator and SpeculatorRevision CRDs (kept in agreement by a test).
+
+`spec.controller`, `spec.adaptive` and `spec.capture` are the runtime's own settings models
+(`adaspec.runtime.settings`), so the CRD, the ConfigMap and the runtime share one schema and one set of
+defaults.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from adaspec.runtime.settings import DURATION, AdaptiveSettings, CaptureSettings, ControllerSettings, Duration
+
 GROUP = "adaspec.dev"
 VERSION = "v1alpha1"
 SPECULATORS = "adaptivespeculators"
 REVISIONS = "speculatorrevisions"
 
-DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _CRON_ITEM = r"(\*|\?|[0-9]{1,2}(-[0-9]{1,2})?|[A-Za-z]{3}(-[A-Za-z]{3})?)(/[0-9]{1,2})?"
 _CRON_FIELD = rf"({_CRON_ITEM}(,{_CRON_ITEM})*)"
 CRON = rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}})$"
@@ -25,7 +31,16 @@ QUANTITY = (
 GPU = "nvidia.com/gpu"
 
 Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY)], Field()]
-Duration = Annotated[str, Field(pattern=DURATION)]
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str) -> float:
+    """Return the seconds in a Go-style duration (`15m`, `1h30m`, `500ms`); ValueError naming it otherwise."""
+    if not re.fullmatch(DURATION, value):
+        raise ValueError(f"duration {value!r} is not a sequence of <number><ms|s|m|h>, such as 15m or 1h30m")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
 
 
 class _Model(BaseModel):
@@ -43,23 +58,6 @@ class StaticDraft(_Model):
     """The static speculator trained offline."""
 
     uri: str = ""
-
-
-class Adaptive(_Model):
-    """Online distillation of the adaptive speculator."""
-
-    enabled: bool = True
-    learning_rate: float = Field(default=0.0001, gt=0)
-    update_interval: int = Field(default=64, ge=1)
-    buffer_size: int = Field(default=4096, ge=1)
-
-
-class Controller(_Model):
-    """Confidence-aware controller bounds."""
-
-    min_lookahead: int = Field(default=1, ge=1, le=64)
-    max_lookahead: int = Field(default=8, ge=1, le=64)
-    confidence_threshold: float = Field(default=0.5, ge=0, le=1)
 
 
 class Resources(_Model):
@@ -92,14 +90,11 @@ class Runtime(_Model):
     resources: Resources = Field(default_factory=_gpu_resources)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
-
-
-class Capture(_Model):
-    """Sampled traffic capture."""
-
-    enabled: bool = True
-    sample_rate: float = Field(default=0.05, ge=0, le=1)
-    retention: Duration = "168h"
+    startup_timeout: Duration = Field(
+        default="15m",
+        description="Longest a pod may take to load, verify and calibrate its models before /health answers "
+        "200; a pod still loading after this is restarted.",
+    )
 
 
 class Adaptation(_Model):
@@ -134,10 +129,10 @@ class AdaptiveSpeculatorSpec(_Model):
 
     target_model: TargetModel
     static_draft: StaticDraft = Field(default_factory=StaticDraft)
-    adaptive: Adaptive = Field(default_factory=Adaptive)
-    controller: Controller = Field(default_factory=Controller)
+    adaptive: AdaptiveSettings = Field(default_factory=AdaptiveSettings)
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
     runtime: Runtime = Field(default_factory=Runtime)
-    capture: Capture = Field(default_factory=Capture)
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
     adaptation: Adaptation = Field(default_factory=Adaptation)
     promotion: Promotion = Field(default_factory=Promotion)
     rollback: Rollback = Field(default_factory=Rollback)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from adaspec.cli.main import build_parser
 from adaspec.operator import builders
 from adaspec.operator.builders import Artifact, Owner
-from adaspec.operator.models import AdaptiveSpeculatorSpec
+from adaspec.operator.models import AdaptiveSpeculatorSpec, duration_seconds
+from adaspec.runtime.settings import RuntimeSettings, parse_settings
 
 OWNER = Owner(name="llama", namespace="ml", uid="u-1")
 STATIC = Artifact(revision="static", uri="hf://draft")
@@ -110,3 +114,81 @@ def test_engine_and_tolerations_reach_the_pod() -> None:
     pod = plan(s)["Deployment/llama-stable"]["spec"]["template"]["spec"]
     assert "--engine=vllm" in pod["containers"][0]["args"]
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+
+
+def runtime_container(s: AdaptiveSpeculatorSpec) -> dict[str, Any]:
+    pod = plan(s)["Deployment/llama-stable"]["spec"]["template"]["spec"]
+    container: dict[str, Any] = pod["containers"][0]
+    return container
+
+
+def test_startup_probe_waits_the_startup_timeout_then_readiness_takes_over() -> None:
+    c = runtime_container(spec())
+    health = {"path": "/health", "port": "http"}
+    assert c["startupProbe"] == {"httpGet": health, "periodSeconds": 10, "failureThreshold": 90}  # 15m
+    assert c["readinessProbe"] == {"httpGet": health, "periodSeconds": 5}
+    assert {p["name"] for p in c["ports"]} >= {"http"}
+
+
+@pytest.mark.parametrize(
+    ("timeout", "threshold"), [("1h", 360), ("90s", 9), ("95s", 10), ("1m30s", 9), ("1s", 1)]
+)
+def test_startup_timeout_becomes_the_failure_threshold(timeout: str, threshold: int) -> None:
+    c = runtime_container(spec(runtime={"startupTimeout": timeout}))
+    probe = c["startupProbe"]
+    assert probe["failureThreshold"] == threshold
+    assert probe["failureThreshold"] * probe["periodSeconds"] >= duration_seconds(timeout)
+
+
+def test_no_liveness_probe_that_could_kill_a_draining_pod() -> None:
+    """/health answers 503 while the runtime drains after SIGTERM; a liveness probe there would kill it."""
+    assert "livenessProbe" not in runtime_container(spec())
+
+
+def test_termination_grace_covers_the_runtime_drain() -> None:
+    pod = plan(spec())["Deployment/llama-stable"]["spec"]["template"]["spec"]
+    serve = build_parser().parse_args(builders.runtime_args(spec(), STATIC, "stable"))
+    assert pod["terminationGracePeriodSeconds"] >= serve.shutdown_grace + 5
+
+
+def test_duration_seconds_reads_go_durations_and_names_a_bad_one() -> None:
+    assert duration_seconds("15m") == 900
+    assert duration_seconds("1h30m") == 5400
+    assert duration_seconds("1.5s") == 1.5
+    assert duration_seconds("250ms") == 0.25
+    with pytest.raises(ValueError, match="'15 minutes'"):
+        duration_seconds("15 minutes")
+
+
+EVERY_SETTING: dict[str, dict[str, Any]] = {
+    "controller": {"minLookahead": 2, "maxLookahead": 12, "confidenceThreshold": 0.35, "exploration": 0.1},
+    "adaptive": {
+        "enabled": False,
+        "learningRate": 0.0005,
+        "stepsPerRequest": 2,
+        "bufferSize": 128,
+        "batchSize": 8,
+        "computeShare": 0.5,
+    },
+    "capture": {"enabled": True, "sampleRate": 0.5, "retention": "24h"},
+}
+
+
+@pytest.mark.parametrize("overrides", [{}, EVERY_SETTING], ids=["defaults", "every-setting"])
+def test_configmap_parses_with_the_runtime_into_the_spec_settings(overrides: dict[str, Any]) -> None:
+    s = spec(**overrides)
+    text = plan(s)["ConfigMap/llama-controller"]["data"]["controller.yaml"]
+    settings = parse_settings(text, "controller.yaml")
+    assert settings.controller == s.controller
+    assert settings.adaptive == s.adaptive
+    assert settings.capture == s.capture
+    assert settings == RuntimeSettings(controller=s.controller, adaptive=s.adaptive, capture=s.capture)
+
+
+def test_every_setting_case_sets_every_runtime_setting_to_a_non_default() -> None:
+    """The round trip above is only as good as its case: every field differs from the default."""
+    defaults = RuntimeSettings().model_dump(by_alias=True)
+    assert {k: set(v) for k, v in EVERY_SETTING.items()} == {k: set(v) for k, v in defaults.items()}
+    for section, values in EVERY_SETTING.items():
+        for key, value in values.items():
+            assert defaults[section][key] != value, f"{section}.{key}"

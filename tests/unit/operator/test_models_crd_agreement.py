@@ -1,4 +1,5 @@
-"""The Pydantic models and the CRD schemas in crds/ describe the same fields, types, bounds and defaults."""
+"""The Pydantic models and the CRD schemas in crds/ describe the same fields, types, bounds, defaults and
+descriptions (spec.controller, spec.adaptive and spec.capture are the runtime's own settings models)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from adaspec.operator import models
+from adaspec.runtime.settings import AdaptiveSettings, CaptureSettings, ControllerSettings
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 
@@ -21,6 +23,12 @@ def crd_version_schema(filename: str) -> dict[str, Any]:
     return schema
 
 
+def _is_scalar(value: Any) -> bool:
+    """Whether a default is compared field by field; objects and lists are compared by
+    test_model_defaults_equal_crd_defaults, since Pydantic's JSON schema omits `default_factory` defaults."""
+    return value is not None and not isinstance(value, dict | list)
+
+
 def norm_crd(s: dict[str, Any]) -> dict[str, Any]:
     """Reduce a CRD schema node to what a Pydantic JSON schema can also express."""
     out: dict[str, Any] = {}
@@ -28,11 +36,17 @@ def norm_crd(s: dict[str, Any]) -> dict[str, Any]:
         out["type"] = "int-or-string"
     else:
         out["type"] = s["type"]
-    for key in ("enum", "pattern", "maximum", "minLength", "maxLength"):
+    for key in ("enum", "pattern", "minLength", "maxLength"):
         if key in s:
             out[key] = s[key]
+    # OpenAPI v3.0 (CRDs) states an open bound as `minimum: x, exclusiveMinimum: true`; JSON Schema 2020-12
+    # (Pydantic) as `exclusiveMinimum: x`.
     if "minimum" in s:
         out["exclusiveMinimum" if s.get("exclusiveMinimum") else "minimum"] = s["minimum"]
+    if "maximum" in s:
+        out["exclusiveMaximum" if s.get("exclusiveMaximum") else "maximum"] = s["maximum"]
+    if _is_scalar(s.get("default")):
+        out["default"] = s["default"]
     if "properties" in s:
         out["properties"] = {k: norm_crd(v) for k, v in s["properties"].items()}
         out["required"] = sorted(s.get("required", []))
@@ -59,9 +73,14 @@ def norm_model(s: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "const" in s:
         return {"type": "string", "enum": [s["const"]]}
     out = {"type": s["type"]}
-    for key in ("enum", "pattern", "maximum", "minimum", "exclusiveMinimum", "minLength", "maxLength"):
+    for key in ("enum", "pattern", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum"):
         if key in s:
             out[key] = s[key]
+    for key in ("minLength", "maxLength"):
+        if key in s:
+            out[key] = s[key]
+    if _is_scalar(s.get("default")):
+        out["default"] = s["default"]
     if s["type"] == "object" and "properties" in s:
         out["properties"] = {k: norm_model(v, defs) for k, v in s["properties"].items()}
         out["required"] = sorted(s.get("required", []))
@@ -161,6 +180,63 @@ def test_every_default_is_stated_in_its_description() -> None:
     assert missing == []
 
 
+def model_descriptions(model: type[BaseModel]) -> dict[str, str]:
+    """Return `path -> description` of every field that states its own description (not a class docstring)."""
+    js = model.model_json_schema(by_alias=True)
+    defs = js.get("$defs", {})
+    found: dict[str, str] = {}
+
+    def walk(s: dict[str, Any], path: str) -> None:
+        if "$ref" in s:
+            s = defs[s["$ref"].split("/")[-1]]
+        for branch in s.get("anyOf", []):
+            walk(branch, path)
+        for name, sub in s.get("properties", {}).items():
+            if isinstance(sub.get("description"), str):
+                found[f"{path}.{name}"] = sub["description"]
+            walk(sub, f"{path}.{name}")
+        if "items" in s:
+            walk(s["items"], path + "[]")
+
+    walk(js, "")
+    return found
+
+
+def crd_node(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    for name in path.strip(".").split("."):
+        if name.endswith("[]"):
+            schema = schema["properties"][name[:-2]]["items"]
+        else:
+            schema = schema["properties"][name]
+    return schema
+
+
+@pytest.mark.parametrize(("filename", "part", "model"), CASES)
+def test_crd_descriptions_start_with_the_model_descriptions(
+    filename: str, part: str, model: type[BaseModel]
+) -> None:
+    """`kubectl explain` says what the runtime's own settings models say (then the default)."""
+    crd = crd_version_schema(filename)["properties"][part]
+    wrong = {
+        path: (text, crd_node(crd, path).get("description", ""))
+        for path, text in model_descriptions(model).items()
+        if not crd_node(crd, path).get("description", "").startswith(text)
+    }
+    assert wrong == {}
+
+
+def test_the_runtime_settings_models_are_described_field_by_field() -> None:
+    """The description test above is not vacuous: it checks every controller, adaptive and capture field."""
+    described = model_descriptions(models.AdaptiveSpeculatorSpec)
+    for section, settings in (
+        ("controller", ControllerSettings),
+        ("adaptive", AdaptiveSettings),
+        ("capture", CaptureSettings),
+    ):
+        for field in settings.model_fields.values():
+            assert f".{section}.{field.alias}" in described
+
+
 def test_printer_columns_read_declared_status_keys() -> None:
     doc = yaml.safe_load((CRDS / "adaspec.dev_adaptivespeculators.yaml").read_text())
     (version,) = doc["spec"]["versions"]
@@ -171,6 +247,22 @@ def test_printer_columns_read_declared_status_keys() -> None:
         path = column["jsonPath"].split(".")
         if path[1] == "status":
             assert path[2] in status, column
+
+
+@pytest.mark.parametrize(
+    ("section", "values"),
+    [
+        ("controller", {"confidenceThreshold": 1.0}),
+        ("controller", {"minLookahead": -1}),
+        ("adaptive", {"learningRate": 0}),
+        ("adaptive", {"computeShare": 0}),
+        ("adaptive", {"updateInterval": 64}),
+        ("capture", {"retention": "a week"}),
+    ],
+)
+def test_model_rejects_what_the_crd_rejects(section: str, values: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match=next(iter(values))):
+        models.AdaptiveSpeculatorSpec.model_validate({"targetModel": {"uri": "m"}, section: values})
 
 
 def test_model_rejects_inverted_lookahead_naming_the_field() -> None:
