@@ -7,6 +7,7 @@ RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin adaspec
 WORKDIR /opt/adaspec
 COPY pyproject.toml README.md ./
 COPY common/ common/
+COPY devtools/ devtools/
 COPY operator/ operator/
 COPY runtime/ runtime/
 

@@ -68,10 +68,10 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     """Yield a Kubernetes cluster: the one KUBECONFIG names, else a local one started from the cache.
 
     The local one (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok with fake GPU nodes)
-    is built by `adaspec.operator.devcluster.build` if missing and stopped, with all its processes, at the
+    is built by `adaspec.devcluster.build` if missing and stopped, with all its processes, at the
     end of the session.
     """
-    from adaspec.operator.devcluster import build, cluster
+    from adaspec.devcluster import build, cluster
 
     existing = os.environ.get("KUBECONFIG")
     if existing:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adaspec.operator.devcluster import build, cluster
+from adaspec.devcluster import build, cluster
 
 
 def adaspec(*args: str) -> str:

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "adaspec.runtime.server.cli",
     "adaspec.operator.cli",
     "adaspec.controlplane.cli",
+    "adaspec.devcluster.cli",
 )
 
 

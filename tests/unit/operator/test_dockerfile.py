@@ -75,7 +75,7 @@ def test_images_run_as_non_root() -> None:
     assert users and all(u not in ("0", "root") for u in users)
 
 
-@pytest.mark.parametrize("argv", [["operator", "--help"], ["dev", "cluster", "up", "--help"]])
+@pytest.mark.parametrize("argv", [["operator", "--help"]])
 def test_operator_subcommands_are_registered(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(argv)

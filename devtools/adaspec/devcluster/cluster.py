@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaspec.operator.devcluster import build, pki
+from adaspec.devcluster import build, pki
 
 GPU_PER_NODE = 8
 STATE_FILE = "cluster.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adaspec.operator.devcluster import build, cluster
+from adaspec.devcluster import build, cluster
 
 
 def test_cache_root_honours_adaspec_cache() -> None:

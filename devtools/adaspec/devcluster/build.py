@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,11 +132,44 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail))
 
 
-def build(component: Component, root: Path, *, jobs: int = 2) -> Path:
-    """Build one component into the cache unless already there; return its bin directory."""
+@contextmanager
+def cache_lock(component: Component, root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on one component/version of the cache (`<cache>/<name>/<version>/build.lock`).
+
+    Two builders of the same version share its `src/` and `bin.tmp/` directories, so the lock is held for
+    the whole build; a second builder waits here. The kernel drops the lock when its holder dies.
+    """
+    d = root / component.name / component.version
+    d.mkdir(parents=True, exist_ok=True)
+    with (d / "build.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+GoBuild = Callable[[Component, Path, int], None]
+
+
+def build(component: Component, root: Path, *, jobs: int = 2, make: GoBuild | None = None) -> Path:
+    """Build one component into the cache unless already there; return its bin directory.
+
+    `make` (default `go_build`) runs under `cache_lock`; a builder that waited for the lock finds the
+    binaries built by the one before it and skips.
+    """
     out = bin_dir(component, root)
     if is_built(component, root):
         return out
+    with cache_lock(component, root):
+        if not is_built(component, root):
+            (go_build if make is None else make)(component, root, jobs)
+    return out
+
+
+def go_build(component: Component, root: Path, jobs: int) -> None:
+    """Build one component's binaries from its Go module into the cache (the caller holds `cache_lock`)."""
+    out = bin_dir(component, root)
     go = go_binary()
     src = root / component.name / component.version / "src"
     src.mkdir(parents=True, exist_ok=True)
@@ -184,7 +219,6 @@ def build(component: Component, root: Path, *, jobs: int = 2) -> Path:
         kwok_stages_path(root).write_text("\n---\n".join(docs) + "\n")
     with log.open("a") as fh:
         fh.write(f"built {component.name} {component.version} in {time.monotonic() - started:.0f}s\n")
-    return out
 
 
 def build_all(root: Path | None = None, *, jobs: int = 2) -> dict[str, Path]:
