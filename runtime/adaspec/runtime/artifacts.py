@@ -26,6 +26,22 @@ class ArtifactError(ValueError):
     """A revision directory is incomplete, tampered with, or for another tokenizer."""
 
 
+class ArtifactNotFound(ArtifactError):
+    """A revision directory, its manifest or a file it lists does not exist."""
+
+
+class ArtifactMismatch(ArtifactError):
+    """A revision whose checksums, id or tokenizer do not match what was expected."""
+
+
+def manifest_sha256(rev_dir: Path) -> str:
+    """Hex sha256 of a revision's manifest.json (the digest that names a revision in the control plane)."""
+    path = rev_dir / MANIFEST
+    if not path.is_file():
+        raise ArtifactNotFound(f"revision {str(rev_dir)!r} has no {MANIFEST}")
+    return sha256_file(path)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What manifest.json holds."""
@@ -88,7 +104,7 @@ def read_manifest(rev_dir: Path, expected_tokenizer_sha256: str) -> Manifest:
     """Parse and check a revision's manifest: every file's digest, no pickles, the right tokenizer."""
     path = rev_dir / MANIFEST
     if not path.is_file():
-        raise ArtifactError(f"revision {str(rev_dir)!r} has no {MANIFEST}")
+        raise ArtifactNotFound(f"revision {str(rev_dir)!r} has no {MANIFEST}")
     try:
         manifest = Manifest(**json.loads(path.read_text()))
     except (TypeError, ValueError) as exc:
@@ -103,11 +119,11 @@ def read_manifest(rev_dir: Path, expected_tokenizer_sha256: str) -> Manifest:
     for name, digest in manifest.files.items():
         f = rev_dir / name
         if "/" in name or not f.is_file():
-            raise ArtifactError(f"revision {str(rev_dir)!r} is missing {name!r}")
+            raise ArtifactNotFound(f"revision {str(rev_dir)!r} is missing {name!r}")
         if sha256_file(f) != digest:
-            raise ArtifactError(f"sha256 of {name!r} in {str(rev_dir)!r} does not match its manifest")
+            raise ArtifactMismatch(f"sha256 of {name!r} in {str(rev_dir)!r} does not match its manifest")
     if manifest.tokenizer_sha256 != expected_tokenizer_sha256:
-        raise ArtifactError(
+        raise ArtifactMismatch(
             f"revision {manifest.revision!r} was trained for tokenizer {manifest.tokenizer_sha256[:12]}, "
             f"the target's is {expected_tokenizer_sha256[:12]}"
         )

@@ -14,6 +14,9 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from adaspec.runtime.settings import ControllerSettings
+
+_DEFAULTS = ControllerSettings()  # the one set of defaults (also the CRD's)
 CONF_EDGES = (0.2, 0.4, 0.6, 0.8, 0.95)  # confidence buckets: 6
 LEN_EDGES = (3, 5, 8)  # suffix match-length buckets: 4 (0 for model drafters)
 MAX_POS_BUCKET = 7
@@ -23,10 +26,11 @@ MAX_POS_BUCKET = 7
 class ControllerConfig:
     """Controller settings (the CRD's controller.* fields map here)."""
 
-    k_max: int = 8  # maximum lookahead
-    k_min: int = 0  # minimum lookahead whenever a proposer is available
-    confidence_threshold: float = 0.2  # stop drafting below this cumulative acceptance probability
-    exploration: float = 0.03  # probability of trying a proposer that is not the best
+    k_max: int = _DEFAULTS.max_lookahead  # maximum lookahead
+    k_min: int = _DEFAULTS.min_lookahead  # minimum lookahead whenever a proposer is available
+    # stop drafting below this cumulative acceptance probability
+    confidence_threshold: float = _DEFAULTS.confidence_threshold
+    exploration: float = _DEFAULTS.exploration  # probability of trying a proposer that is not the best
     prior_acceptance: float = 0.5
     prior_strength: float = 6.0  # pseudo-observations behind every estimate
     decay: float = 0.995  # forgetting per observed draft token (tracks drift)
@@ -193,6 +197,16 @@ class Plan:
     proposer: str
     k: int  # 0: this proposer is not worth drafting with now
     tokens_per_second: float
+
+
+def controller_config(settings: ControllerSettings) -> ControllerConfig:
+    """The controller configuration a settings file's `controller` section asks for."""
+    return ControllerConfig(
+        k_max=settings.max_lookahead,
+        k_min=settings.min_lookahead,
+        confidence_threshold=settings.confidence_threshold,
+        exploration=settings.exploration,
+    )
 
 
 class Controller:

@@ -28,6 +28,9 @@ from adaspec.runtime.artifacts import Manifest, save_revision
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.base import RequestInfo
 from adaspec.runtime.proposers.static import DraftModelProposer
+from adaspec.runtime.settings import AdaptiveSettings
+
+_DEFAULTS = AdaptiveSettings()  # the one set of defaults (also the CRD's)
 
 log = logging.getLogger("adaspec.adaptive")
 
@@ -36,15 +39,15 @@ log = logging.getLogger("adaspec.adaptive")
 class AdaptiveConfig:
     """Online learning settings."""
 
-    lr: float = 2e-3
+    lr: float = _DEFAULTS.learning_rate
     soft_top_k: int = 8  # target logits kept per generated position
     prompt_weight: float = 0.3  # weight of plain LM loss on prompt tokens (0 disables)
     max_context: int = 384  # prompt tokens kept per example
-    buffer_size: int = 64  # examples kept for replay
-    batch_size: int = 4
-    steps_per_request: int = 4  # optimisation steps per served request
+    buffer_size: int = _DEFAULTS.buffer_size  # examples kept for replay
+    batch_size: int = _DEFAULTS.batch_size
+    steps_per_request: int = _DEFAULTS.steps_per_request  # optimisation steps per served request
     background: bool = False  # train in a worker thread (serving) or inline at request end (tests)
-    compute_share: float = 0.25  # background: fraction of wall time the worker may train
+    compute_share: float = _DEFAULTS.compute_share  # background: fraction of wall time the worker may train
     prompt_positions: int = 64  # prompt positions sampled per example for the LM loss (0: all)
     # Train the token embeddings and output head too? None: only when they are a small part of the
     # draft. A draft cut from its target (train-draft's recipe) carries the target's 49k x 576 tables:
@@ -78,6 +81,18 @@ class Example:
 def _is_table(name: str) -> bool:
     """Whether a parameter is the token embedding or the output head."""
     return "embed_tokens" in name or "lm_head" in name
+
+
+def adaptive_config(settings: AdaptiveSettings, *, background: bool) -> AdaptiveConfig:
+    """The online-learning configuration a settings file's `adaptive` section asks for."""
+    return AdaptiveConfig(
+        lr=settings.learning_rate,
+        buffer_size=settings.buffer_size,
+        batch_size=settings.batch_size,
+        steps_per_request=settings.steps_per_request,
+        compute_share=settings.compute_share,
+        background=background,
+    )
 
 
 class OnlineDistiller:

@@ -57,7 +57,8 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     s.set_defaults(func=_serve)
-    return s
+    parser: argparse.ArgumentParser = s
+    return parser
 
 
 def register(sub: Any) -> None:

@@ -1,0 +1,1 @@
+"""`adaspec serve`: the OpenAI-compatible serving process of a runtime pod."""

@@ -1,0 +1,235 @@
+"""`adaspec serve`: check the command line, listen, load in the background, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from prometheus_client import start_http_server
+from starlette.applications import Starlette
+
+from adaspec.cli.errors import CommandError
+from adaspec.runtime.server.app import ServeState, build_app
+from adaspec.runtime.server.locations import LocationError, resolve
+from adaspec.runtime.server.metrics import RuntimeMetrics
+from adaspec.runtime.server.revisions import STATIC, AdminTokens, RevisionRecord
+from adaspec.runtime.settings import RuntimeSettings, SettingsError, load_settings
+from adaspec.runtime.strategies import proposers_for
+
+log = logging.getLogger("adaspec.serve")
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    """The command line, checked: everything cheap to verify before listening."""
+
+    args: argparse.Namespace
+    settings: RuntimeSettings
+    target_dir: Path
+    tokenizer_dir: Path
+    static_dir: Path | None
+    artifact: str
+    proposers: tuple[str, ...]
+
+
+def plan(args: argparse.Namespace) -> ServePlan:
+    """Check flags, locations and settings; ValueError naming the flag or setting otherwise."""
+    settings = load_settings(args.controller_config)
+    if args.engine != "native":
+        raise ValueError(f"--engine {args.engine!r} is not available in this runtime (supported: native)")
+    cap = settings.capture
+    if cap.enabled and cap.sample_rate > 0:
+        raise ValueError(
+            "capture.enabled: traffic capture is not available in this runtime yet; set capture.enabled "
+            "to false (or capture.sampleRate to 0)"
+        )
+    target = resolve(args.target_model, "--target-model")
+    tokenizer = resolve(args.tokenizer, "--tokenizer") if args.tokenizer else target
+    static = resolve(args.static_draft, "--static-draft") if args.static_draft else None
+    names = proposers_for(args.strategy)
+    if not settings.adaptive.enabled:
+        if args.strategy == "adaptive":
+            raise ValueError("--strategy adaptive needs adaptive.enabled: true in --controller-config")
+        names = tuple(n for n in names if n != "adaptive")
+    if "static" in names and static is None:
+        raise ValueError(f"--strategy {args.strategy} needs --static-draft")
+    if args.draft_revision != STATIC and not args.draft_artifact:
+        raise ValueError(f"--draft-revision {args.draft_revision!r} needs --draft-artifact (its directory)")
+    if args.draft_artifact:
+        if "adaptive" not in names:
+            raise ValueError(
+                f"--draft-artifact needs a strategy with an adaptive draft, not {args.strategy!r}"
+            )
+        resolve(args.draft_artifact, "--draft-artifact")
+    return ServePlan(args, settings, target, tokenizer, static, args.draft_artifact, names)
+
+
+def admin_tokens(args: argparse.Namespace) -> AdminTokens:
+    """Tokens from --admin-token-file, or a generated one in the state directory (logged: where, not what)."""
+    if args.admin_token_file:
+        return AdminTokens.from_file(Path(args.admin_token_file))
+    if args.state_dir:
+        state = Path(args.state_dir)
+    else:
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        state = Path(base) / "adaspec" / f"serve-{args.port}"
+    tokens = AdminTokens.generated(state)
+    log.info("event=admin_token file=%s", tokens.source)
+    return tokens
+
+
+def load(p: ServePlan, state: ServeState) -> None:
+    """Load, verify and calibrate; then hand the engine to a scheduler and report ready."""
+    from adaspec.runtime.controller import controller_config
+    from adaspec.runtime.engine import build_engine
+    from adaspec.runtime.models import load_tokenizer, tokenizer_fingerprint
+    from adaspec.runtime.proposers.adaptive import adaptive_config
+    from adaspec.runtime.server.revisions import RevisionManager
+    from adaspec.runtime.server.scheduler import FifoScheduler
+
+    args, t0 = p.args, time.monotonic()
+    adaptive = adaptive_config(p.settings.adaptive, background=True)
+    engine = build_engine(
+        p.target_dir,
+        p.static_dir,
+        args.strategy,
+        device=args.device,
+        controller=controller_config(p.settings.controller),
+        adaptive=adaptive,
+        disabled=() if p.settings.adaptive.enabled else ("adaptive",),
+        tokenizer_dir=p.tokenizer_dir,
+    )
+    tokenizer = load_tokenizer(p.tokenizer_dir)
+    static = engine.proposers.get("static") or engine.proposers.get("adaptive")
+    static_model = copy.deepcopy(static.lm.model) if static is not None and hasattr(static, "lm") else None
+    revisions = RevisionManager(
+        engine, tokenizer_fingerprint(p.tokenizer_dir), static_model, adaptive, args.device, args.role
+    )
+    if p.artifact:
+        revisions.activate(
+            revisions.verify(args.draft_revision, p.artifact, args.draft_sha256, args.role, "start")
+        )
+    else:
+        revisions.current = RevisionRecord(STATIC, "", "", args.role, "start", time.time())
+        revisions.history.append(revisions.current)
+    metrics = state.metrics
+    scheduler = FifoScheduler(engine, tokenizer, metrics, args.max_queue)
+    metrics.bind(lambda: scheduler.waiting, lambda: scheduler.running)
+    metrics.train_failures.set_function(revisions.train_failures)
+
+    def serving() -> tuple[str, int]:
+        current = revisions.current
+        return (current.revision if current else STATIC), revisions.adaptive_version()
+
+    metrics.revision_source = serving
+    metrics.set_revision(*serving())
+    state.tokenizer = tokenizer
+    state.revisions = revisions
+    state.max_positions = engine.target.max_positions
+    state.vocab_size = engine.vocab
+    state.scheduler = scheduler
+    if state.status == "loading":
+        state.status = "ok"
+    log.info(
+        "event=ready seconds=%.1f strategy=%s proposers=%s revision=%s role=%s",
+        time.monotonic() - t0,
+        args.strategy,
+        ",".join(engine.proposers) or "-",
+        serving()[0],
+        args.role,
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also stops admitting requests the moment SIGTERM arrives."""
+
+    def __init__(self, config: uvicorn.Config, state: ServeState) -> None:
+        super().__init__(config)
+        self._state = state
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self._state.status in ("ok", "loading"):
+            self._state.status = "draining"
+            log.info("event=draining signal=%s", sig)
+        if self._state.scheduler is not None:
+            self._state.scheduler.drain()
+        super().handle_exit(sig, frame)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT; return 0, or 2 when the models could not be loaded."""
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        p = plan(args)
+        tokens = admin_tokens(args)
+    except (SettingsError, LocationError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    metrics = RuntimeMetrics(p.proposers, args.role)
+    state = ServeState(
+        model_id=args.served_model_name or p.target_dir.name,
+        admin=tokens,
+        metrics=metrics,
+        max_body_bytes=args.max_body_bytes,
+        max_tokens_limit=args.max_tokens_limit,
+        default_max_tokens=args.default_max_tokens,
+    )
+    server: _Server | None = None
+
+    def load_or_fail() -> None:
+        try:
+            load(p, state)
+        except Exception as exc:  # noqa: BLE001 - reported, then the process exits 2
+            state.status, state.message = "failed", str(exc)
+            log.error("event=load_failed error=%r", exc)
+            if server is not None:
+                server.should_exit = True
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        threading.Thread(target=load_or_fail, name="adaspec-loader", daemon=True).start()
+        yield
+        if state.status == "ok":
+            state.status = "draining"
+        if state.scheduler is not None:
+            state.scheduler.close(timeout=5.0)
+        if state.revisions is not None:
+            state.revisions.close()
+
+    config = uvicorn.Config(
+        build_app(state, lifespan=lifespan),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(max(1, args.shutdown_grace)),
+        lifespan="on",
+    )
+    server = _Server(config, state)
+    start_http_server(args.metrics_port, addr=args.host, registry=metrics.registry)
+    log.info(
+        "event=listening api=http://%s:%d metrics=http://%s:%d/metrics",
+        args.host,
+        args.port,
+        args.host,
+        args.metrics_port,
+    )
+    server.run()
+    if state.status == "failed":
+        raise CommandError(f"cannot serve: {state.message}")
+    log.info("event=stopped")
+    return 0

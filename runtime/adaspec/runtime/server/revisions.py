@@ -1,0 +1,208 @@
+"""Draft revisions of a serving process: verify everything, load, swap between requests; admin tokens."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from adaspec.runtime.artifacts import (
+    ArtifactError,
+    ArtifactMismatch,
+    ArtifactNotFound,
+    load_revision,
+    manifest_sha256,
+)
+from adaspec.runtime.engine import SpeculativeEngine
+from adaspec.runtime.models import CachedLM, ModelLoadError
+from adaspec.runtime.proposers.adaptive import AdaptiveConfig, AdaptiveProposer
+from adaspec.runtime.server.locations import LocationError, resolve
+from adaspec.runtime.server.protocol import APIError
+
+log = logging.getLogger("adaspec.serve")
+STATIC = "static"  # the revision built from the static draft itself (no artifact)
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    """A revision this process served or serves."""
+
+    revision: str
+    artifact_uri: str
+    sha256: str
+    role: str
+    action: str
+    loaded_at: float
+
+
+@dataclass(frozen=True)
+class LoadedRevision:
+    """A verified revision with its model, ready to swap in."""
+
+    record: RevisionRecord
+    model: Any  # the draft model (a fresh copy, owned by the new proposer)
+
+
+def refusal(exc: Exception) -> APIError:
+    """The HTTP answer to a revision that cannot be loaded."""
+    if isinstance(exc, ArtifactNotFound | LocationError):
+        return APIError(404, str(exc), param="artifact_uri", kind="not_found_error")
+    if isinstance(exc, ArtifactMismatch):
+        return APIError(409, str(exc), param="sha256", kind="conflict_error")
+    return APIError(422, str(exc), param="artifact_uri", kind="unprocessable_entity_error")
+
+
+class RevisionManager:
+    """Verifies and loads draft revisions into the engine's adaptive proposer."""
+
+    def __init__(
+        self,
+        engine: SpeculativeEngine,
+        tokenizer_sha256: str,
+        static_draft: Any | None,
+        adaptive: AdaptiveConfig,
+        device: str,
+        role: str,
+    ) -> None:
+        self.engine = engine
+        self.tokenizer_sha256 = tokenizer_sha256
+        self.static_draft = static_draft
+        self.adaptive = adaptive
+        self.device = device
+        self.role = role
+        self.history: list[RevisionRecord] = []
+        self.current: RevisionRecord | None = None
+        self._lock = threading.Lock()  # one load at a time
+
+    @property
+    def has_adaptive(self) -> bool:
+        """Whether the strategy drafts with an adaptive model a revision can replace."""
+        return "adaptive" in self.engine.proposers
+
+    def adaptive_version(self) -> int:
+        """Live version of the adaptive draft's online-trained weights (0 right after a load)."""
+        p = self.engine.proposers.get("adaptive")
+        return p.served_version if isinstance(p, AdaptiveProposer) else 0
+
+    def train_failures(self) -> int:
+        """Failed background training steps of the current adaptive draft."""
+        p = self.engine.proposers.get("adaptive")
+        return p.train_failures if isinstance(p, AdaptiveProposer) else 0
+
+    def verify(self, revision: str, artifact_uri: str, sha256: str, role: str, action: str) -> LoadedRevision:
+        """Check a revision completely and load its model (no swap yet); raise APIError when refused."""
+        if not self.has_adaptive and revision != STATIC:
+            raise APIError(
+                409, "this runtime's strategy has no adaptive draft to load a revision into", param="revision"
+            )
+        if revision == STATIC and not artifact_uri:
+            if self.static_draft is None:
+                raise APIError(409, "no static draft is loaded (--static-draft)", param="revision")
+            record = RevisionRecord(STATIC, "", "", role, action, time.time())
+            return LoadedRevision(record, copy.deepcopy(self.static_draft))
+        if not artifact_uri:
+            raise APIError(400, f"revision {revision!r} needs an artifact_uri", param="artifact_uri")
+        try:
+            rev_dir = resolve(artifact_uri, "artifact_uri")
+            digest = manifest_sha256(rev_dir)
+            if sha256 and not hmac.compare_digest(digest, sha256.lower()):
+                raise ArtifactMismatch(
+                    f"sha256 of manifest.json in {str(rev_dir)!r} is {digest}, expected {sha256.lower()}"
+                )
+            model, manifest = load_revision(rev_dir, self.tokenizer_sha256, self.device)
+            if manifest.revision != revision:
+                raise ArtifactMismatch(
+                    f"artifact {str(rev_dir)!r} holds revision {manifest.revision!r}, not {revision!r}"
+                )
+        except (ArtifactError, ModelLoadError, LocationError) as exc:
+            raise refusal(exc) from None
+        record = RevisionRecord(revision, artifact_uri, digest, role, action, time.time())
+        return LoadedRevision(record, model)
+
+    def activate(self, loaded: LoadedRevision) -> None:
+        """Serve a verified revision (call on the engine's thread, between requests)."""
+        if self.has_adaptive:
+            lm = CachedLM(loaded.model.eval(), self.device)
+            on_estimate = self.engine.controller.set_prior if self.engine.controller is not None else None
+            self.engine.replace_proposer(AdaptiveProposer(lm, self.adaptive, on_estimate=on_estimate))
+        self.current = loaded.record
+        self.history.append(loaded.record)
+        log.info(
+            "event=revision_serving revision=%s role=%s sha256=%s action=%s",
+            loaded.record.revision,
+            loaded.record.role,
+            loaded.record.sha256[:12] or "-",
+            loaded.record.action or "-",
+        )
+
+    def listing(self) -> dict[str, Any]:
+        """What `GET /admin/v1/revisions` answers."""
+        current = asdict(self.current) if self.current is not None else None
+        if current is not None:
+            current["adaptive_version"] = self.adaptive_version()
+        return {"serving": current, "history": [asdict(r) for r in self.history]}
+
+    def close(self) -> None:
+        """Stop the adaptive draft's trainer."""
+        for proposer in self.engine.proposers.values():
+            close = getattr(proposer, "close", None)
+            if callable(close):
+                close()
+
+
+class AdminTokens:
+    """Bearer tokens of the admin API (only their sha256 digests are kept; never logged)."""
+
+    def __init__(self, digests: set[str], source: Path) -> None:
+        if not digests:
+            raise ValueError(f"admin token file {str(source)!r} holds no token")
+        self._digests = digests
+        self.source = source
+
+    @classmethod
+    def from_file(cls, path: Path) -> AdminTokens:
+        """Read one token per line (first field; blank lines and # comments ignored)."""
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(f"admin token file {str(path)!r}: {exc.strerror}") from None
+        tokens = {ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")}
+        return cls({_digest(t) for t in tokens}, path)
+
+    @classmethod
+    def generated(cls, state_dir: Path) -> AdminTokens:
+        """Reuse or create `<state_dir>/admin-token` (mode 0600) holding one random token."""
+        path = state_dir / "admin-token"
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                raise ValueError(
+                    f"admin token file {str(path)!r} is readable by others (mode {mode:o}); chmod 600 it"
+                ) from None
+            return cls.from_file(path)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+        return cls.from_file(path)
+
+    def check(self, header: str | None) -> bool:
+        """Whether an `Authorization` header carries one of the tokens."""
+        if not header or not header.startswith("Bearer "):
+            return False
+        digest = _digest(header[len("Bearer ") :].strip())
+        return any(hmac.compare_digest(digest, d) for d in self._digests)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
