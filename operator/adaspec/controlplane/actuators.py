@@ -13,9 +13,10 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
-from .config import LocalActuatorConfig
+from .config import LocalActuatorConfig, Role
 
 log = logging.getLogger("adaspec.controlplane.actuator")
+STATIC_REVISION = "static"  # the runtime's built-in draft: loads with no artifact (docs/CONTRACTS.md)
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,16 @@ class RunStatus:
     message: str = ""
 
 
+class PermanentActionError(RuntimeError):
+    """The world refused an action for good (e.g. the runtime answered 4xx): it is recorded as failed with
+    this message and not retried. Any other exception leaves the action pending, to be retried."""
+
+
 class Actuator(Protocol):
-    """What the control plane asks of the world. Every call is idempotent (actions may be retried)."""
+    """What the control plane asks of the world. Every call is idempotent (actions may be retried).
+
+    `sha256` is the hex SHA-256 of the revision's manifest.json where known (None, e.g., for `static`).
+    """
 
     def report_status(self, speculator: str, namespace: str, figures: dict[str, Any]) -> None: ...
 
@@ -40,11 +49,23 @@ class Actuator(Protocol):
     def poll_adaptation(self, speculator: str, namespace: str, run_id: str) -> RunStatus: ...
 
     def start_canary(
-        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, parent: str | None
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        artifact_uri: str | None,
+        parent: str | None,
+        sha256: str | None = None,
     ) -> None: ...
 
     def promote(
-        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, previous: str | None
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        artifact_uri: str | None,
+        previous: str | None,
+        sha256: str | None = None,
     ) -> None: ...
 
     def abort_canary(self, speculator: str, namespace: str, revision: str, reason: str) -> None: ...
@@ -57,6 +78,7 @@ class Actuator(Protocol):
         to_revision: str,
         artifact_uri: str | None,
         reason: str,
+        sha256: str | None = None,
     ) -> None: ...
 
 
@@ -68,19 +90,30 @@ def fill(template: str, values: dict[str, str]) -> str:
 
 
 def execute(actuator: Actuator, kind: str, p: dict[str, Any]) -> None:
-    """Carry out one recorded action (`kind` with its stored payload)."""
+    """Carry out one recorded action (`kind` with its stored payload; payloads recorded before `sha256`
+    was part of them carry none)."""
     name, ns = p["speculator"], p["namespace"]
     if kind == "start_adaptation":
         actuator.start_adaptation(name, ns, p["run_id"], p.get("parent"))
     elif kind == "start_canary":
-        actuator.start_canary(name, ns, p["revision"], p.get("artifact_uri"), p.get("parent"))
+        actuator.start_canary(
+            name, ns, p["revision"], p.get("artifact_uri"), p.get("parent"), sha256=p.get("sha256")
+        )
     elif kind == "promote":
-        actuator.promote(name, ns, p["revision"], p.get("artifact_uri"), p.get("previous"))
+        actuator.promote(
+            name, ns, p["revision"], p.get("artifact_uri"), p.get("previous"), sha256=p.get("sha256")
+        )
     elif kind == "abort_canary":
         actuator.abort_canary(name, ns, p["revision"], p.get("reason", ""))
     elif kind == "rollback":
         actuator.rollback(
-            name, ns, p["revision"], p["to_revision"], p.get("artifact_uri"), p.get("reason", "")
+            name,
+            ns,
+            p["revision"],
+            p["to_revision"],
+            p.get("artifact_uri"),
+            p.get("reason", ""),
+            sha256=p.get("sha256"),
         )
     else:
         raise ValueError(f"action kind: unknown {kind!r}")
@@ -99,12 +132,24 @@ class NullActuator:
         return RunStatus(status="unknown")
 
     def start_canary(
-        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, parent: str | None
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        artifact_uri: str | None,
+        parent: str | None,
+        sha256: str | None = None,
     ) -> None:
         log.info("event=dry_run action=start_canary speculator=%s revision=%s", speculator, revision)
 
     def promote(
-        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, previous: str | None
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        artifact_uri: str | None,
+        previous: str | None,
+        sha256: str | None = None,
     ) -> None:
         log.info("event=dry_run action=promote speculator=%s revision=%s", speculator, revision)
 
@@ -119,17 +164,27 @@ class NullActuator:
         to_revision: str,
         artifact_uri: str | None,
         reason: str,
+        sha256: str | None = None,
     ) -> None:
         log.info("event=dry_run action=rollback speculator=%s to=%s", speculator, to_revision)
 
 
 class LocalActuator:
-    """One machine: adaptation runs as a subprocess writing a revision directory; the runtime loads
-    revisions when told by a POST to `load_url` (JSON `{action, revision, role, artifact_uri}`)."""
+    """One machine: adaptation runs as a subprocess writing a revision directory; revisions are loaded by
+    the runtime's admin API (docs/CONTRACTS.md "Runtime process"): a POST of `{revision, artifact_uri,
+    sha256, role, action}` with `Authorization: Bearer <token>` to the load URL of the role's runtime.
+
+    Aborting a canary loads `static` into the canary runtime, so a rejected revision stops drafting.
+    A 4xx answer (other than 408 and 429) is permanent (`PermanentActionError`, with the runtime's error
+    message); a connection error, a timeout or a 5xx is raised as is and the action is retried.
+    """
 
     def __init__(self, config: LocalActuatorConfig) -> None:
         self._config = config
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._token: str | None = None
+        if config.load_token_file is not None and (config.load_url or config.load_urls):
+            self._token = read_token(config.load_token_file)
 
     def report_status(self, speculator: str, namespace: str, figures: dict[str, Any]) -> None:
         return None  # one machine: the API shows the figures
@@ -179,7 +234,7 @@ class LocalActuator:
             return RunStatus(
                 status="succeeded",
                 revision=revision,
-                artifact_uri=str(out),
+                artifact_uri=out.resolve().as_uri(),
                 sha256=hashlib.sha256(raw).hexdigest(),
                 metrics=metrics,
             )
@@ -195,49 +250,64 @@ class LocalActuator:
             return RunStatus(status="failed", message="timed out (process lost across a restart)")
         return RunStatus(status="running")
 
-    def _load(self, body: dict[str, Any]) -> None:
-        if self._config.load_url is None:
-            log.info("event=load_skipped reason=no_load_url action=%s", body["action"])
+    def _load(
+        self,
+        action: str,
+        role: Role,
+        revision: str,
+        artifact_uri: str | None,
+        sha256: str | None,
+    ) -> None:
+        url = self._config.load_url_for(role)
+        if url is None:
+            log.info("event=load_skipped reason=no_load_url action=%s role=%s", action, role)
             return
-        resp = httpx.post(self._config.load_url, json=body, timeout=30.0)
+        if self._token is None:  # settings changed after start without a token file
+            raise PermanentActionError(f"local.load_token_file: not set, needed to {action} through {url}")
+        if artifact_uri is None and revision != STATIC_REVISION:
+            raise PermanentActionError(
+                f"{action} of {revision}: no artifact_uri recorded for it "
+                f"(only {STATIC_REVISION!r} loads without one)"
+            )
+        body = {
+            "revision": revision,
+            "artifact_uri": None if artifact_uri is None else as_file_uri(artifact_uri),
+            "sha256": sha256,
+            "role": role,
+            "action": action,
+        }
+        headers = {"Authorization": f"Bearer {self._token}"}
+        resp = httpx.post(url, json=body, headers=headers, timeout=self._config.load_timeout_s)
+        if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+            why = f"({resp.status_code}): {_error_message(resp)}"
+            raise PermanentActionError(f"runtime at {url} refused {action} of {revision} {why}")
         resp.raise_for_status()
+        log.info("event=revision_loaded action=%s role=%s revision=%s url=%s", action, role, revision, url)
 
     def start_canary(
-        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, parent: str | None
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        artifact_uri: str | None,
+        parent: str | None,
+        sha256: str | None = None,
     ) -> None:
-        self._load(
-            {
-                "action": "start_canary",
-                "speculator": speculator,
-                "revision": revision,
-                "role": "canary",
-                "artifact_uri": artifact_uri,
-            }
-        )
+        self._load("start_canary", "canary", revision, artifact_uri, sha256)
 
     def promote(
-        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, previous: str | None
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        artifact_uri: str | None,
+        previous: str | None,
+        sha256: str | None = None,
     ) -> None:
-        self._load(
-            {
-                "action": "promote",
-                "speculator": speculator,
-                "revision": revision,
-                "role": "stable",
-                "artifact_uri": artifact_uri,
-            }
-        )
+        self._load("promote", "stable", revision, artifact_uri, sha256)
 
     def abort_canary(self, speculator: str, namespace: str, revision: str, reason: str) -> None:
-        self._load(
-            {
-                "action": "abort_canary",
-                "speculator": speculator,
-                "revision": revision,
-                "role": "canary",
-                "artifact_uri": None,
-            }
-        )
+        self._load("abort_canary", "canary", STATIC_REVISION, None, None)
 
     def rollback(
         self,
@@ -247,13 +317,41 @@ class LocalActuator:
         to_revision: str,
         artifact_uri: str | None,
         reason: str,
+        sha256: str | None = None,
     ) -> None:
-        self._load(
-            {
-                "action": "rollback",
-                "speculator": speculator,
-                "revision": to_revision,
-                "role": "stable",
-                "artifact_uri": artifact_uri,
-            }
-        )
+        self._load("rollback", "stable", to_revision, artifact_uri, sha256)
+
+
+def read_token(path: Path) -> str:
+    """Return the first field of the first line of `path` that is neither blank nor a `#` comment.
+
+    Raises ValueError naming `local.load_token_file` and the file (never a token).
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"local.load_token_file: cannot read {path}: {exc.strerror or exc}") from None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            return line.split()[0]
+    raise ValueError(f"local.load_token_file: {path} holds no token (blank lines and # comments only)")
+
+
+def as_file_uri(location: str) -> str:
+    """Return `location` as a URI: a plain path becomes an absolute `file://` URI, a URI is kept."""
+    if "://" in location:
+        return location
+    return Path(location).resolve().as_uri()
+
+
+def _error_message(resp: httpx.Response) -> str:
+    """Return the message of a runtime error body `{"error": {"message", ...}}`, else the body's start."""
+    try:
+        error = resp.json().get("error")
+    except ValueError:
+        error = None
+    if isinstance(error, dict) and error.get("message"):
+        param = f" (param {error['param']})" if error.get("param") else ""
+        return f"{error['message']}{param}"[:500]
+    return resp.text.strip()[:500] or resp.reason_phrase

@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.engine import make_url
 
 from .policies.adaptation import AdaptationPolicy
 from .policies.canary import CanaryPolicy
 from .policies.drift import DriftPolicy
 from .policies.guard import GuardPolicy
+
+Role = Literal["stable", "canary"]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
 
 
 class _Strict(BaseModel):
@@ -24,7 +28,7 @@ class Endpoint(_Strict):
     """One pod's metrics URL. `role` is used when the pod does not say (vLLM has no revision_info)."""
 
     url: str = Field(pattern=r"^https?://")
-    role: Literal["stable", "canary"] = "stable"
+    role: Role = "stable"
 
 
 class Policies(_Strict):
@@ -61,16 +65,34 @@ class SpeculatorConfig(_Strict):
 
 
 class LocalActuatorConfig(_Strict):
-    """One-machine mode: adaptation as a subprocess, revisions loaded by POSTing to the runtime."""
+    """One-machine mode: adaptation as a subprocess, revisions loaded through the runtime's admin API
+    (`POST /admin/v1/revisions/load`, docs/CONTRACTS.md "Runtime process")."""
 
     adapt_command: list[str] = Field(
         default_factory=lambda: ["adaspec", "adapt", "--speculator", "{speculator}", "--out", "{out}"]
     )
     work_dir: Path = Path("controlplane-runs")
-    load_url: str | None = Field(
-        default=None, description="POST {revision, role, artifact_uri} here to load a revision"
+    load_url: HttpUrl | None = Field(
+        default=None, description="the runtime's admin load URL for both roles (load_urls overrides a role)"
     )
+    load_urls: dict[Role, HttpUrl] = Field(
+        default_factory=dict, description="the admin load URL per role: {stable: URL, canary: URL}"
+    )
+    load_token_file: Path | None = Field(
+        default=None, description="file whose first non-comment line starts with the runtime's admin token"
+    )
+    load_timeout_s: float = Field(default=300.0, gt=0, description="a load verifies the revision first")
     run_timeout_s: float = 6 * 3600.0
+
+    @model_validator(mode="after")
+    def _token_with_url(self) -> LocalActuatorConfig:
+        if (self.load_url or self.load_urls) and self.load_token_file is None:
+            raise ValueError("local.load_token_file: required when local.load_url or local.load_urls is set")
+        return self
+
+    def load_url_for(self, role: Role) -> str | None:
+        """Return the load URL of the runtime serving `role` (load_urls first, then load_url), or None."""
+        return self.load_urls.get(role) or self.load_url
 
 
 class KubernetesActuatorConfig(_Strict):
@@ -95,6 +117,11 @@ class Settings(_Strict):
     """Everything the service reads at start."""
 
     db_url: str = "sqlite:///adaspec-controlplane.db"
+    state_dir: Path | None = Field(
+        default=None,
+        description="where a generated admin token is kept (default: the SQLite file's directory, else "
+        "$XDG_STATE_HOME/adaspec/control-plane)",
+    )
     scrape_interval_s: float = Field(default=15.0, gt=0)
     evaluate_interval_s: float = Field(default=60.0, gt=0)
     scrape_timeout_s: float = Field(default=5.0, gt=0)
@@ -127,6 +154,19 @@ class Settings(_Strict):
     def speculator(self, name: str) -> SpeculatorConfig | None:
         """Return the configured speculator called `name`, or None."""
         return next((s for s in self.speculators if s.name == name), None)
+
+
+def default_state_dir(db_url: str, env: Mapping[str, str] | None = None) -> Path:
+    """Return the state directory for `db_url`: the SQLite file's directory, else
+    `$XDG_STATE_HOME/adaspec/control-plane` (`~/.local/state/...` when XDG_STATE_HOME is unset or relative,
+    as the XDG base directory spec says)."""
+    env = os.environ if env is None else env
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent
+    xdg = env.get("XDG_STATE_HOME") or ""
+    base = Path(xdg) if Path(xdg).is_absolute() else Path(env.get("HOME") or Path.home()) / ".local" / "state"
+    return base / "adaspec" / "control-plane"
 
 
 def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:

@@ -249,15 +249,27 @@ class KubernetesActuator:
         raise RuntimeError(f"AdaptiveSpeculator {ns}/{name}: Adapting condition kept conflicting")
 
     def start_canary(
-        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, parent: str | None
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        artifact_uri: str | None,
+        parent: str | None,
+        sha256: str | None = None,
     ) -> None:
-        body = revision_body(speculator, namespace, revision, artifact_uri or "", parent)
+        body = revision_body(speculator, namespace, revision, artifact_uri or "", parent, sha256=sha256)
         self._create(self._custom.create_namespaced_custom_object, GROUP, VERSION, namespace, SPECREV, body)
         self._rev(namespace, speculator, revision, "Canary", "canary started")
         self._aspec(namespace, speculator, canary_patch(revision))
 
     def promote(
-        self, speculator: str, namespace: str, revision: str, artifact_uri: str | None, previous: str | None
+        self,
+        speculator: str,
+        namespace: str,
+        revision: str,
+        artifact_uri: str | None,
+        previous: str | None,
+        sha256: str | None = None,
     ) -> None:
         self._aspec(namespace, speculator, promote_patch(revision))
         self._rev(namespace, speculator, revision, "Promoted", "passed canary analysis")
@@ -276,6 +288,7 @@ class KubernetesActuator:
         to_revision: str,
         artifact_uri: str | None,
         reason: str,
+        sha256: str | None = None,
     ) -> None:
         self._aspec(namespace, speculator, rollback_patch(to_revision))
         self._rev(namespace, speculator, revision, "RolledBack", reason)

@@ -188,6 +188,7 @@ def start_canary(
     payload = {
         "revision": revision,
         "artifact_uri": row.artifact_uri if row else None,
+        "sha256": row.sha256 if row else None,
         "parent": spec.stable_revision,
     }
     record(s, spec, d, actor, now, revision=revision, action=("start_canary", payload))
@@ -236,7 +237,12 @@ def promote(s: Session, spec: Speculator, d: Decision, actor: str, now: datetime
     else:
         spec.phase = "steady"
         _save(spec, canary=None, canary_started=None, drift=None)
-    payload = {"revision": revision, "previous": previous, "artifact_uri": row.artifact_uri if row else None}
+    payload = {
+        "revision": revision,
+        "previous": previous,
+        "artifact_uri": row.artifact_uri if row else None,
+        "sha256": row.sha256 if row else None,
+    }
     record(s, spec, d, actor, now, revision=revision, action=("promote", payload))
     return [d]
 
@@ -287,6 +293,7 @@ def rollback(
         "to_revision": to_revision,
         "reason": d.reason,
         "artifact_uri": row.artifact_uri if row else None,
+        "sha256": row.sha256 if row else None,
     }
     record(s, spec, d, actor, now, revision=revision, action=("rollback", payload))
     return [d]

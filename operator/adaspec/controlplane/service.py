@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import lifecycle
-from .actuators import Actuator, execute
+from .actuators import Actuator, PermanentActionError, execute
 from .config import Settings, SpeculatorConfig
 from .counters import Counters, delta
 from .fetch import fetch_many
@@ -260,7 +260,11 @@ class ControlPlane:
         return out
 
     def run_actions(self, now: datetime) -> int:
-        """Carry out pending actions in order; return how many succeeded. Failures stay pending."""
+        """Carry out pending actions in order; return how many succeeded.
+
+        A refusal for good (`PermanentActionError`) marks the action failed with the message; any other
+        error keeps it pending, retried next round.
+        """
         with self.factory() as s:
             pending = list(
                 s.execute(select(Action).where(Action.status == "pending").order_by(Action.id)).scalars()
@@ -269,7 +273,15 @@ class ControlPlane:
         for action in pending:
             try:
                 execute(self.actuator, action.kind, action.payload)
-            except Exception as exc:  # the world said no: retry next round, keep the error
+            except PermanentActionError as exc:  # refused for good: record it, never retry
+                with self.factory() as s, s.begin():
+                    row = s.get_one(Action, action.id)
+                    row.status, row.done_at, row.attempts = "failed", now, row.attempts + 1
+                    row.last_error = str(exc)[:2000]
+                self.telemetry.actions.labels(action.kind, "failed").inc()
+                log.error("event=action_refused id=%d kind=%s error=%s", action.id, action.kind, exc)
+                continue
+            except Exception as exc:  # the world said not now: retry next round, keep the error
                 with self.factory() as s, s.begin():
                     row = s.get_one(Action, action.id)
                     row.attempts += 1

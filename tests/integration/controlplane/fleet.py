@@ -1,5 +1,6 @@
 """Simulated runtime pods served over real HTTP: exposition pages with the contract's metric names,
-and a load endpoint the local actuator POSTs to."""
+and the admin load endpoint the local actuator POSTs to (bearer token; `/refuse` answers as the runtime
+does when it refuses a revision)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 # acceptance rate of (revision, role, minute)
 RateFn = Callable[[str, str, int], float]
+LOAD_TOKEN = "fleet-load-token-0123456789"
+REFUSAL = {"error": {"message": "manifest sha256 mismatch", "type": "checksum_mismatch", "param": "sha256"}}
 
 
 @dataclass
@@ -147,13 +150,25 @@ class Fleet:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:
-                if self.path != "/load":
-                    self.send_error(404)
-                    return
-                length = int(self.headers.get("Content-Length", "0"))
-                fleet.load(json.loads(self.rfile.read(length)))
-                self.send_response(204)
+            def answer(self, code: int, body: dict[str, Any]) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
+                self.wfile.write(raw)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length))
+                if self.headers.get("Authorization") != f"Bearer {LOAD_TOKEN}":
+                    self.answer(401, {"error": {"message": "missing or wrong token", "type": "auth"}})
+                elif self.path == "/refuse":
+                    self.answer(409, REFUSAL)
+                elif self.path != "/load":
+                    self.send_error(404)
+                else:
+                    fleet.load(body)
+                    self.answer(200, {"revision": body["revision"], "sha256": body["sha256"], "version": 1})
 
         return Handler

@@ -13,7 +13,7 @@ from adaspec.controlplane.service import ControlPlane
 from adaspec.controlplane.store.models import DecisionRecord
 from adaspec.controlplane.wiring import Store, build
 
-from .fleet import Fleet, RateFn
+from .fleet import LOAD_TOKEN, Fleet, RateFn
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -32,16 +32,17 @@ def at(minute: int) -> datetime:
     return T0 + timedelta(minutes=minute)
 
 
-def settings(fleet: Fleet, tmp: Path, db_url: str, candidate: str = "r1") -> Settings:
+def settings(fleet: Fleet, tmp: Path, db_url: str, candidate: str = "r1", initial: str = "r0") -> Settings:
     script = tmp / "adapt.py"
     script.write_text(ADAPT_SCRIPT)
+    (tmp / "load-token").write_text(f"# the runtime's admin token\n{LOAD_TOKEN}\n")
     return Settings.model_validate(
         {
             "db_url": db_url,
             "speculators": [
                 {
                     "name": "chat",
-                    "initial_revision": "r0",
+                    "initial_revision": initial,
                     "endpoints": [
                         {"url": fleet.url("stable")},
                         {"url": fleet.url("canary"), "role": "canary"},
@@ -66,17 +67,19 @@ def settings(fleet: Fleet, tmp: Path, db_url: str, candidate: str = "r1") -> Set
                 ],
                 "work_dir": str(tmp / "runs"),
                 "load_url": f"{fleet.base}/load",
+                "load_token_file": str(tmp / "load-token"),
             },
         }
     )
 
 
-def drifting(candidate_rate: float, after_promotion: float | None = None) -> RateFn:
-    """r0 serves 0.70, then traffic drifts at minute 10 and r0 falls to 0.45; r1 serves `candidate_rate`
-    (and `after_promotion` once it is the stable revision, to model a regression canary traffic missed)."""
+def drifting(candidate_rate: float, after_promotion: float | None = None, initial: str = "r0") -> RateFn:
+    """`initial` (r0) serves 0.70, then traffic drifts at minute 10 and it falls to 0.45; r1 serves
+    `candidate_rate` (and `after_promotion` once it is the stable revision, to model a regression canary
+    traffic missed)."""
 
     def rate(revision: str, role: str, minute: int) -> float:
-        if revision == "r0":
+        if revision == initial:
             return 0.70 if minute < 10 else 0.45
         if role == "stable" and after_promotion is not None:
             return after_promotion

@@ -13,7 +13,7 @@ from adaspec.controlplane.store.models import Action, MetricSample, ScrapeTarget
 from adaspec.controlplane.wiring import Store, open_store
 
 from .fleet import Fleet
-from .pg import PostgresServer
+from .pg import PostgresServer, free_port
 from .scenario import at, drifting, kinds, run, settings, start
 
 
@@ -41,12 +41,13 @@ def test_failed_action_is_retried_once_the_runtime_answers(store: Store, tmp_pat
     fleet = Fleet(drifting(candidate_rate=0.72))
     try:
         st = settings(fleet, tmp_path, "unused")
-        st.local.load_url = f"{fleet.base}/nowhere-yet"
+        st.local.load_url = f"http://127.0.0.1:{free_port()}/load"  # the runtime is not up yet
         cp = start(st, store)
-        run(cp, fleet, range(0, 16))  # canary decided, but the runtime refuses the load
+        run(cp, fleet, range(0, 16))  # canary decided, but nobody answers the load
         with store.factory() as s:
             action = s.execute(select(Action).where(Action.kind == "start_canary")).scalar_one()
-            assert action.status == "pending" and action.attempts >= 1 and "404" in (action.last_error or "")
+            assert action.status == "pending" and action.attempts >= 2
+            assert "ConnectError" in (action.last_error or "")
         st.local.load_url = f"{fleet.base}/load"
         cp.actuator = start(st, store).actuator
         run(cp, fleet, range(16, 40))
@@ -55,6 +56,25 @@ def test_failed_action_is_retried_once_the_runtime_answers(store: Store, tmp_pat
     assert [b["action"] for b in fleet.loads] == ["start_canary", "promote"]
     with store.factory() as s:
         assert {a.status for a in s.execute(select(Action)).scalars()} == {"done"}
+
+
+def test_refused_load_is_failed_with_the_runtimes_message_and_not_retried(
+    store: Store, tmp_path: Path
+) -> None:
+    fleet = Fleet(drifting(candidate_rate=0.72))
+    try:
+        st = settings(fleet, tmp_path, "unused")
+        st.local.load_url = f"{fleet.base}/refuse"  # answers 409 with the runtime's error body
+        cp = start(st, store)
+        run(cp, fleet, range(0, 20))
+    finally:
+        fleet.close()
+    with store.factory() as s:
+        action = s.execute(select(Action).where(Action.kind == "start_canary")).scalar_one()
+    assert (action.status, action.attempts) == ("failed", 1)
+    assert "(409): manifest sha256 mismatch (param sha256)" in (action.last_error or "")
+    assert fleet.loads == []
+    assert cp.telemetry.actions.labels("start_canary", "failed")._value.get() == 1
 
 
 def test_unreachable_endpoint_is_recorded_and_decides_nothing(store: Store, tmp_path: Path) -> None:

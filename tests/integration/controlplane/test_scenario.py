@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,17 @@ def test_drift_adapt_canary_promote(store: Store, tmp_path: Path) -> None:
     ]
     assert phases(store) == {"r0": "Superseded", "r1": "Promoted"}
     assert [(b["action"], b["revision"]) for b in fleet.loads] == [("start_canary", "r1"), ("promote", "r1")]
+    # the runtime's admin load contract: the revision directory, its manifest's sha256, the role
+    out = tmp_path / "runs" / "chat" / "chat-run1"
+    sha = hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    assert fleet.loads[0] == {
+        "revision": "r1",
+        "artifact_uri": out.resolve().as_uri(),
+        "sha256": sha,
+        "role": "canary",
+        "action": "start_canary",
+    }
+    assert fleet.loads[1] == {**fleet.loads[0], "role": "stable", "action": "promote"}
     assert (tmp_path / "adapt-calls.log").read_text().split() == ["chat-run1"]
     with store.factory() as s:
         spec = s.execute(select(Speculator)).scalar_one()
@@ -62,21 +74,45 @@ def test_drift_adapt_canary_promote(store: Store, tmp_path: Path) -> None:
 
 
 def test_regression_after_promotion_rolls_back(store: Store, tmp_path: Path) -> None:
-    fleet = Fleet(drifting(candidate_rate=0.72, after_promotion=0.40))
+    # the runtime starts on its static draft (revision "static", no artifact), as the operator's pods do
+    fleet = Fleet(drifting(candidate_rate=0.72, after_promotion=0.40, initial="static"), initial="static")
     try:
-        cp = start(settings(fleet, tmp_path, "unused"), store)
+        cp = start(settings(fleet, tmp_path, "unused", initial="static"), store)
         run(cp, fleet, range(0, 40))
     finally:
         fleet.close()
     k = kinds(store)
     assert k[:6] == ["drift", "adapt", "start_canary", "canary_check", "canary_check", "promote"]
     assert k[6] == "rollback"
-    assert phases(store) == {"r0": "Promoted", "r1": "RolledBack"}
+    assert phases(store) == {"static": "Promoted", "r1": "RolledBack"}
     assert [(b["action"], b["revision"]) for b in fleet.loads] == [
         ("start_canary", "r1"),
         ("promote", "r1"),
-        ("rollback", "r0"),
+        ("rollback", "static"),
     ]
+    back = {
+        "revision": "static",
+        "artifact_uri": None,
+        "sha256": None,
+        "role": "stable",
+        "action": "rollback",
+    }
+    assert fleet.loads[-1] == back
+
+
+def test_rollback_to_a_revision_without_artifact_fails_once(store: Store, tmp_path: Path) -> None:
+    fleet = Fleet(drifting(candidate_rate=0.72, after_promotion=0.40))
+    try:
+        cp = start(settings(fleet, tmp_path, "unused"), store)
+        run(cp, fleet, range(0, 40))
+    finally:
+        fleet.close()
+    assert kinds(store)[6] == "rollback"
+    assert [b["action"] for b in fleet.loads] == ["start_canary", "promote"]  # r0 has nothing to load
+    with store.factory() as s:
+        action = s.execute(select(Action).where(Action.kind == "rollback")).scalar_one()
+    assert (action.status, action.attempts) == ("failed", 1)
+    assert "rollback of r0: no artifact_uri recorded" in (action.last_error or "")
 
 
 def test_worse_canary_is_rejected(store: Store, tmp_path: Path) -> None:
@@ -88,4 +124,10 @@ def test_worse_canary_is_rejected(store: Store, tmp_path: Path) -> None:
         fleet.close()
     assert kinds(store)[:4] == ["drift", "adapt", "start_canary", "reject"]
     assert phases(store)["r1"] == "Rejected"
-    assert fleet.loads[-1]["action"] == "abort_canary"
+    assert fleet.loads[-1] == {  # the canary runtime goes back to its static draft
+        "revision": "static",
+        "artifact_uri": None,
+        "sha256": None,
+        "role": "canary",
+        "action": "abort_canary",
+    }

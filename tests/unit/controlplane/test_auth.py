@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from adaspec.controlplane.auth import Principal, TokenFile, TokenReview
+from adaspec.controlplane.auth import Principal, TokenFile, TokenReview, ensure_admin_token
 
 
 def test_token_file(tmp_path: Path) -> None:
@@ -60,3 +61,28 @@ def test_token_review_maps_groups_and_caches() -> None:
     now[0] = 61.0
     auth.authenticate("a")
     assert calls[-1] == "a" and len(calls) == 5
+
+
+def test_generated_admin_token_is_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "admin-token"
+    assert ensure_admin_token(path) is True
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = path.read_text()
+    token = next(line.split()[0] for line in first.splitlines() if not line.startswith("#"))
+    assert len(token) >= 43  # token_urlsafe(32): 32 random bytes
+    assert TokenFile.load(path).authenticate(token) == Principal("generated-admin", "admin")
+    assert ensure_admin_token(path) is False  # a restart reuses the same file
+    assert path.read_text() == first
+    other = tmp_path / "other" / "admin-token"
+    ensure_admin_token(other)
+    assert other.read_text() != first  # a fresh token each time one is generated
+
+
+def test_a_readable_admin_token_file_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "admin-token"
+    path.write_text("tok-0123456789abcdef admin\n")
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match=f"{path}: mode 0644 lets group or others") as err:
+        ensure_admin_token(path)
+    assert "tok-0123456789abcdef" not in str(err.value)
+    assert path.read_text() == "tok-0123456789abcdef admin\n"  # left as it was

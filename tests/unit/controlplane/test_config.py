@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adaspec.controlplane.config import Settings, load_settings
+from adaspec.controlplane.config import Settings, default_state_dir, load_settings
 
 
 def test_defaults_and_overrides(tmp_path: Path) -> None:
@@ -62,3 +62,39 @@ def test_the_settings_shipped_in_manifests_load(tmp_path: Path) -> None:
     st = load_settings(f, env={})
     assert (st.actuator, st.auth.mode) == ("kubernetes", "tokenreview")
     assert st.db_url.startswith("sqlite:////var/lib/adaspec/")  # the Deployment's data volume
+
+
+@pytest.mark.parametrize(
+    ("url", "env", "expected"),
+    [
+        ("sqlite:////data/cp/cp.db", {}, "/data/cp"),
+        ("sqlite:///cp.db", {}, "."),
+        ("sqlite://", {"XDG_STATE_HOME": "/xdg", "HOME": "/home/u"}, "/xdg/adaspec/control-plane"),
+        ("postgresql+psycopg://cp@db/cp", {"XDG_STATE_HOME": "/xdg"}, "/xdg/adaspec/control-plane"),
+        ("postgresql+psycopg://cp@db/cp", {"HOME": "/home/u"}, "/home/u/.local/state/adaspec/control-plane"),
+        (
+            "postgresql+psycopg://cp@db/cp",
+            {"XDG_STATE_HOME": "rel", "HOME": "/h"},
+            "/h/.local/state/adaspec/control-plane",
+        ),
+    ],
+)
+def test_default_state_dir(url: str, env: dict[str, str], expected: str) -> None:
+    assert default_state_dir(url, env) == Path(expected)
+
+
+def test_load_urls_need_a_token_file(tmp_path: Path) -> None:
+    f = tmp_path / "cp.yaml"
+    f.write_text("local: {load_urls: {canary: 'http://127.0.0.1:8001/admin/v1/revisions/load'}}\n")
+    with pytest.raises(
+        ValueError, match="local.load_token_file: required when local.load_url or local.load_urls"
+    ):
+        load_settings(f, env={})
+    f.write_text(
+        "local: {load_url: 'http://x/load', load_urls: {canary: 'http://y/load'}, load_token_file: t}\n"
+    )
+    local = load_settings(f, env={}).local
+    assert (local.load_url_for("stable"), local.load_url_for("canary")) == ("http://x/load", "http://y/load")
+    f.write_text("local: {load_urls: {canery: 'http://y/load'}, load_token_file: t}\n")
+    with pytest.raises(ValueError, match="local.load_urls.canery"):
+        load_settings(f, env={})
