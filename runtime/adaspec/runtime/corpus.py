@@ -1,8 +1,11 @@
-"""Source code already on this machine, by language, split deterministically into train and held-out files."""
+"""Source code already on this machine, by language, split into train and held-out files.
+
+The split is `workloads.is_heldout` (the drift benchmark's), so every training run and every benchmark agree
+on which files are held out.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -10,6 +13,8 @@ import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from adaspec.runtime.workloads import is_heldout
 
 EXTENSIONS = {"python": (".py",), "go": (".go",), "c": (".h", ".c"), "java": (".java",)}
 SKIP_DIRS = {"test", "tests", "testdata", "__pycache__", "site-packages", "vendor", "idlelib", "turtledemo"}
@@ -35,12 +40,6 @@ def default_roots() -> dict[str, Path]:
     return roots
 
 
-def is_heldout(rel: str, heldout_percent: int = 30) -> bool:
-    """Deterministic split by path hash: True for files never used in training."""
-    h = int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16)
-    return h % 100 < heldout_percent
-
-
 @dataclass(frozen=True)
 class SourceFile:
     """One source file of a language, with its path relative to the language root."""
@@ -53,6 +52,11 @@ class SourceFile:
     def path(self) -> Path:
         """Absolute path."""
         return self.root / self.rel
+
+    @property
+    def file_id(self) -> str:
+        """The id `workloads` gives this file (its path under the resolved root), which the split hashes."""
+        return str(self.root.resolve() / self.rel)
 
     def read(self) -> str:
         """Text of the file (undecodable bytes replaced)."""
@@ -87,7 +91,7 @@ def collect(lang: str, root: Path, heldout: bool, max_bytes: int) -> list[Source
     out: list[SourceFile] = []
     total = 0
     for f in iter_sources(lang, root):
-        if is_heldout(f.rel) != heldout:
+        if is_heldout(f.file_id) != heldout:
             continue
         out.append(f)
         total += f.path.stat().st_size

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from adaspec.cli.errors import CommandError
@@ -19,27 +18,22 @@ from adaspec.runtime.fixtures import build_fixtures
 from adaspec.runtime.models import load_tokenizer
 from adaspec.runtime.stats import GenerationStats
 from adaspec.runtime.strategies import BASELINE, STRATEGIES
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One code-completion request."""
-
-    lang: str
-    ids: list[int]
+from adaspec.runtime.workloads import Prompt
 
 
 def cut_prompts(tok: object, lang: str, count: int, length: int = 96, seed: int = 0) -> list[Prompt]:
-    """`count` prompts of `length` tokens ending mid-file, from held-out files of `lang`."""
+    """Return `count` prompts of `length` tokens ending mid-file, from held-out files of `lang`."""
     root = default_roots()[lang]
     files = collect(lang, root, heldout=True, max_bytes=4_000_000)
     out: list[Prompt] = []
     for i, f in enumerate(files):
-        ids = tok.encode(f.read(), add_special_tokens=False)  # type: ignore[attr-defined]
+        enc = tok(f.read(), add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
         if len(ids) < length + 64:
             continue
         start = (seed * 7919 + i * 104729) % (len(ids) - length - 32)
-        out.append(Prompt(lang, ids[start : start + length]))
+        end = start + length
+        out.append(Prompt(lang, f.file_id, int(offsets[end - 1][1]), tuple(ids[start:end])))
         if len(out) == count:
             break
     return out
@@ -66,12 +60,12 @@ def run_micro(args: argparse.Namespace) -> int:
         per_lang: dict[str, GenerationStats] = {}
         outputs = []
         for p in prompts:
-            res = engine.generate(p.ids, args.max_new_tokens, tag=p.lang)
+            res = engine.generate(p.token_ids, args.max_new_tokens, tag=p.lang)
             per_lang.setdefault(p.lang, GenerationStats()).merge(res.stats)
             outputs.append(res.token_ids)
         if strategy == BASELINE:
             reference = outputs
-            base = [autoregressive_generate(engine.target, p.ids, args.max_new_tokens) for p in prompts]
+            base = [autoregressive_generate(engine.target, p.token_ids, args.max_new_tokens) for p in prompts]
             matches["autoregressive-baseline"] = base == reference
         matches[strategy] = outputs == reference
         rows[strategy] = per_lang

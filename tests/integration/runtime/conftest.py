@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from adaspec.runtime.fixtures import build_fixtures
-from adaspec.runtime.microbench import Prompt, cut_prompts
+from adaspec.runtime.microbench import cut_prompts
 from adaspec.runtime.models import load_tokenizer
+from adaspec.runtime.workloads import Prompt
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ import torch
 
 from adaspec.runtime.controller import Controller, ControllerConfig, CostModel
 from adaspec.runtime.engine import SpeculativeEngine, autoregressive_generate
-from adaspec.runtime.microbench import Prompt
 from adaspec.runtime.models import CachedLM, load_causal_lm
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 from adaspec.runtime.sampling import SamplingParams
+from adaspec.runtime.workloads import Prompt
 
 
 class Broken:
@@ -62,11 +62,11 @@ def test_failures_fall_back_with_identical_output(
     engine = SpeculativeEngine(target, [broken], Controller(cfg, CostModel({1: 1.0}, {})), eos_token_id=0)
     sampling = SamplingParams(temperature=temperature, seed=3)
     for p in prompts[:3]:
-        res = engine.generate(p.ids, 16, sampling)
+        res = engine.generate(p.token_ids, 16, sampling)
         stats = res.stats.per_speculator[broken.name]
         assert stats.failures >= 1
         assert stats.drafts >= 1  # the valid drafts were verified
         if temperature == 0.0:
-            assert res.token_ids == autoregressive_generate(target, p.ids, 16, eos_token_id=0)
+            assert res.token_ids == autoregressive_generate(target, p.token_ids, 16, eos_token_id=0)
         else:
             assert len(res.token_ids) == 16 or res.token_ids[-1] == 0

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from adaspec.runtime.engine import autoregressive_generate, build_engine
-from adaspec.runtime.microbench import Prompt
 from adaspec.runtime.models import load_causal_lm
+from adaspec.runtime.workloads import Prompt
 
 MAX_NEW = 24
 
@@ -20,7 +20,7 @@ def hf_reference(fixture_dir: Path, prompts: list[Prompt]) -> list[list[int]]:
     model = load_causal_lm(fixture_dir / "target", "target")
     out = []
     for p in prompts:
-        ids = torch.tensor([p.ids])
+        ids = torch.tensor([p.token_ids])
         with torch.inference_mode():
             gen = model.generate(
                 ids,
@@ -30,7 +30,7 @@ def hf_reference(fixture_dir: Path, prompts: list[Prompt]) -> list[list[int]]:
                 eos_token_id=0,
                 pad_token_id=0,
             )
-        out.append(gen[0, len(p.ids) :].tolist())
+        out.append(gen[0, len(p.token_ids) :].tolist())
     return out
 
 
@@ -41,7 +41,7 @@ def test_every_strategy_equals_transformers_generate(
     engine = build_engine(fixture_dir / "target", fixture_dir / "draft", strategy)
     drafted = 0
     for p, ref in zip(prompts, hf_reference, strict=True):
-        res = engine.generate(p.ids, MAX_NEW, tag=p.lang)
+        res = engine.generate(p.token_ids, MAX_NEW, tag=p.lang)
         assert res.token_ids == ref, f"{strategy} diverged from the target on a {p.lang} prompt"
         drafted += sum(s.draft_tokens for s in res.stats.per_speculator.values())
         assert res.stats.generated_tokens == len(ref)
@@ -54,4 +54,4 @@ def test_plain_baseline_equals_transformers_generate(
 ) -> None:
     engine = build_engine(fixture_dir / "target", None, "target-only")
     for p, ref in zip(prompts, hf_reference, strict=True):
-        assert autoregressive_generate(engine.target, p.ids, MAX_NEW, eos_token_id=0) == ref
+        assert autoregressive_generate(engine.target, p.token_ids, MAX_NEW, eos_token_id=0) == ref

@@ -11,9 +11,9 @@ import torch
 
 import adaspec.runtime.engine as engine_mod
 from adaspec.runtime.engine import autoregressive_generate, build_engine
-from adaspec.runtime.microbench import Prompt
 from adaspec.runtime.sampling import SamplingParams
 from adaspec.runtime.verify import Verdict
+from adaspec.runtime.workloads import Prompt
 
 DRAWS = 700
 SAMPLING = {"temperature": 1.0, "top_k": 3}
@@ -53,7 +53,7 @@ def _first_tokens(gen: object, prompt: Sequence[int], n: int) -> Counter[tuple[i
 
 @pytest.fixture(scope="module")
 def go_prompt(prompts: list[Prompt]) -> list[int]:
-    return next(p.ids for p in prompts if p.lang == "go")
+    return next(list(p.token_ids) for p in prompts if p.lang == "go")
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from adaspec.runtime.engine import SpeculativeEngine, build_engine
-from adaspec.runtime.microbench import Prompt, cut_prompts
+from adaspec.runtime.microbench import cut_prompts
 from adaspec.runtime.models import load_tokenizer
 from adaspec.runtime.stats import GenerationStats
+from adaspec.runtime.workloads import Prompt
 
 MAX_NEW = 32
 
@@ -25,7 +26,7 @@ def go_stream(fixture_dir: Path) -> tuple[list[Prompt], list[Prompt]]:
 def _serve(engine: SpeculativeEngine, prompts: list[Prompt]) -> GenerationStats:
     total = GenerationStats()
     for p in prompts:
-        total.merge(engine.generate(p.ids, MAX_NEW, tag="go").stats)
+        total.merge(engine.generate(p.token_ids, MAX_NEW, tag="go").stats)
     assert total.failures == 0
     return total
 
