@@ -16,7 +16,7 @@ from adaspec.runtime.cpukernels import TuningReport, tune_linears
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig
 from adaspec.runtime.proposers.base import Draft, Proposer, RequestInfo
-from adaspec.runtime.sampling import SamplingParams, logits_to_probs, sample
+from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
 from adaspec.runtime.stats import GenerationStats, ProposerStats
 from adaspec.runtime.verify import Verdict, verify_greedy, verify_sampling
 
@@ -182,6 +182,10 @@ class SpeculativeEngine:
         logits = self.target.feed([context[-1], *tokens])  # [k+1, vocab]
         if sampling.greedy:
             verdict = verify_greedy(logits, tokens)
+        elif sampling.reproducible and sampling.seed is not None:
+            # the target's own sample at each position is fixed by the seed: accept what matches it
+            p = logits_to_probs(logits, sampling)  # [k+1, vocab]
+            verdict = verify_greedy(gumbel_scores(p, sampling.seed, len(context)), tokens)
         else:
             p = logits_to_probs(logits, sampling)  # [k+1, vocab]
             q = draft.probs[:k] if draft is not None and draft.probs is not None else None
@@ -312,6 +316,9 @@ def autoregressive_generate(
     while len(out) < max_new_tokens:
         if sampling.greedy:
             token = int(logits[0].argmax())
+        elif sampling.reproducible and sampling.seed is not None:
+            p = logits_to_probs(logits, sampling)  # [1, vocab]
+            token = int(gumbel_scores(p, sampling.seed, len(prompt) + len(out))[0].argmax())
         else:
             token = sample(logits_to_probs(logits, sampling)[0], gen)
         out.append(token)

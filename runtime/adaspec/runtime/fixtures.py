@@ -119,7 +119,8 @@ def _train_lm(model: Any, stream: torch.Tensor, steps: int, recipe: FixtureRecip
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        ema = float(loss) if ema != ema else 0.9 * ema + 0.1 * float(loss)
+        value = float(loss.detach())
+        ema = value if ema != ema else 0.9 * ema + 0.1 * value
         bar.set_postfix(loss=f"{ema:.3f}")
     model.train(False)
     return ema

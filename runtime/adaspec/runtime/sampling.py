@@ -15,6 +15,10 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    # With a seed: draw the token at each position by Gumbel-max with noise keyed by (seed, position),
+    # so the output depends on the seed and the prompt only, never on what was drafted (the same with
+    # or without speculation, request after request). Exactly the target's distribution still.
+    reproducible: bool = False
 
     def __post_init__(self) -> None:
         if not (self.temperature >= 0.0 and self.temperature <= 100.0):
@@ -23,6 +27,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k!r}")
+        if self.reproducible and self.seed is None:
+            raise ValueError("reproducible sampling needs a seed")
 
     @property
     def greedy(self) -> bool:
@@ -60,3 +66,20 @@ def logits_to_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
     """Draw one token id from probabilities [vocab]."""
     return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def position_gumbel(seed: int, position: int, vocab: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise [vocab] determined by (seed, position) alone."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + position) % (1 << 63))
+    u = torch.rand(vocab, generator=g).clamp_(min=1e-12, max=1.0 - 1e-7)  # [vocab]
+    return -torch.log(-torch.log(u))
+
+
+def gumbel_scores(probs: torch.Tensor, seed: int, first_position: int) -> torch.Tensor:
+    """Scores [n, vocab] whose argmax in row i is a sample of probs[i] keyed by (seed, first_position + i).
+
+    Gumbel-max: argmax(log p + g) with g ~ Gumbel(0, 1) i.i.d. is distributed as p.
+    """
+    n, vocab = probs.shape
+    noise = torch.stack([position_gumbel(seed, first_position + i, vocab) for i in range(n)])  # [n, vocab]
+    return torch.log(probs) + noise.to(probs.device)

@@ -31,3 +31,18 @@ def test_top_k_and_top_p_cut_the_tail() -> None:
 def test_bad_parameters_name_the_field(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         SamplingParams(**kwargs)  # type: ignore[arg-type]
+
+
+def test_gumbel_scores_sample_the_distribution_and_depend_only_on_seed_and_position() -> None:
+    import torch
+
+    from adaspec.runtime.sampling import gumbel_scores
+
+    p = torch.tensor([[0.6, 0.3, 0.1, 0.0]])  # [1, 4]
+    picks = [int(gumbel_scores(p, seed, 5)[0].argmax()) for seed in range(3000)]
+    freq = [picks.count(t) / len(picks) for t in range(4)]
+    assert abs(freq[0] - 0.6) < 0.03 and abs(freq[1] - 0.3) < 0.03 and freq[3] == 0.0
+    again = [int(gumbel_scores(p, seed, 5)[0].argmax()) for seed in range(50)]
+    assert again == picks[:50]  # the same (seed, position), the same token
+    other = [int(gumbel_scores(p, seed, 6)[0].argmax()) for seed in range(50)]
+    assert other != picks[:50]  # another position, other noise

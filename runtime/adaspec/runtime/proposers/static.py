@@ -8,7 +8,7 @@ import torch
 
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
-from adaspec.runtime.sampling import SamplingParams, logits_to_probs, sample
+from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
 
 
 class DraftModelProposer:
@@ -45,6 +45,12 @@ class DraftModelProposer:
             plain = torch.softmax(logits.float(), dim=-1)  # [vocab]
             if greedy:
                 token = int(plain.argmax())
+            elif self._sampling.reproducible and self._sampling.seed is not None:
+                # the same noise the target's sample at this position uses: a coupled draft agrees with it
+                # as often as the draft's distribution is close to the target's
+                q = logits_to_probs(logits[None, :], self._sampling)  # [1, vocab]
+                token = int(gumbel_scores(q, self._sampling.seed, len(context) + i)[0].argmax())
+                rows.append(q[0])
             else:
                 q = logits_to_probs(logits[None, :], self._sampling)[0]  # [vocab]
                 token = sample(q, self._generator)

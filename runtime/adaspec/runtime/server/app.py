@@ -169,6 +169,7 @@ class App:
                 top_p=float(body.top_p if body.top_p is not None else 1.0),
                 top_k=int(top_k or 0),
                 seed=body.seed,
+                reproducible=body.seed is not None,  # a seed names one output, whatever was drafted
             )
         except ValueError as exc:
             name = str(exc).split(" ", 1)[0]

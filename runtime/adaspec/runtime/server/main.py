@@ -7,6 +7,7 @@ import contextlib
 import copy
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -228,6 +229,9 @@ def run_serve(args: argparse.Namespace) -> int:
         args.host,
         args.metrics_port,
     )
+    # uvicorn re-raises the signal it caught after its graceful shutdown; with this handler in place
+    # that is a no-op, so a drained SIGTERM exits 0 (Kubernetes reads anything else as a crash).
+    signal.signal(signal.SIGTERM, lambda *_: None)
     server.run()
     if state.status == "failed":
         raise CommandError(f"cannot serve: {state.message}")
