@@ -128,3 +128,19 @@ def start_serve(workdir: Path, *args: str, wait: bool = True) -> Serving:
             s.stop()
             raise
     return s
+
+
+def make_revision(fixture_dir: Path, out: Path, revision: str, *, parent: str | None = "static") -> Path:
+    """Write the fixture draft as revision `revision` into `out` (a revision directory); return `out`."""
+    from adaspec.runtime.artifacts import save_revision
+    from adaspec.runtime.models import load_causal_lm, tokenizer_fingerprint
+
+    save_revision(
+        load_causal_lm(fixture_dir / "draft", "draft"),
+        out,
+        revision=revision,
+        parent=parent,
+        target_model="fixture",
+        tokenizer_sha256=tokenizer_fingerprint(fixture_dir / "target"),
+    )
+    return out
