@@ -54,6 +54,13 @@ def test_minimal_speculator_is_accepted_and_defaulted(installed: Any) -> None:
         "apply", "--dry-run=server", "-o", "json", "-f", "-", stdin=speculator("minimal", TARGET)
     )
     spec = json.loads(proc.stdout)["spec"]
-    assert spec["controller"] == {"minLookahead": 1, "maxLookahead": 8, "confidenceThreshold": 0.5}
+    # the runtime's own defaults (adaspec.runtime.settings), applied by the API server from the CRD
+    assert spec["controller"] == {
+        "minLookahead": 0,
+        "maxLookahead": 8,
+        "confidenceThreshold": 0.2,
+        "exploration": 0.03,
+    }
+    assert spec["capture"]["enabled"] is False
     assert spec["runtime"]["resources"]["limits"] == {"nvidia.com/gpu": 1}
     assert spec["promotion"]["failureLimit"] == 3

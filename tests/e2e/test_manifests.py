@@ -97,7 +97,7 @@ def test_crds_are_served_with_short_names_and_explain(installed: Any) -> None:
     resources = installed.kubectl("api-resources", "--api-group=adaspec.dev", "-o", "wide").stdout
     assert "aspec" in resources and "specrev" in resources
     explained = installed.kubectl("explain", "aspec.spec.controller").stdout
-    assert "minLookahead" in explained and "Fewest tokens drafted per step" in explained
+    assert "minLookahead" in explained and "Fewest tokens drafted whenever a speculator" in explained
 
 
 @pytest.mark.parametrize("name", ["adaspec-operator", "adaspec-control-plane"])
