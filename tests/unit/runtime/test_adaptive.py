@@ -41,3 +41,43 @@ def test_background_training_publishes_weights_between_requests() -> None:
     finally:
         prop.close()
     assert prop._worker is not None and not prop._worker.is_alive()
+
+
+def test_a_failing_background_step_is_counted_and_logged(caplog: Any) -> None:
+    import logging
+
+    cfg = AdaptiveConfig(background=True, compute_share=1.0, steps_per_request=1)
+    prop = AdaptiveProposer(CachedLM(_tiny(1)), cfg)
+    target = CachedLM(_tiny(0))
+    engine = SpeculativeEngine(
+        target, [prop], Controller(ControllerConfig(fixed_k=2), CostModel({1: 1.0}, {}))
+    )
+
+    def broken() -> bool:
+        raise RuntimeError("device mismatch")
+
+    prop.distiller.step = broken  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.ERROR, logger="adaspec.adaptive"):
+            first = engine.generate([1, 2, 3, 4], 8).token_ids
+            deadline = time.monotonic() + 30
+            while prop.train_failures == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert prop.train_failures == 1
+            assert "event=adaptive_train_failure" in caplog.text and "device mismatch" in caplog.text
+            assert engine.generate([1, 2, 3, 4], 8).token_ids == first  # serving goes on, unchanged
+            deadline = time.monotonic() + 30
+            while prop.train_failures < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert prop.train_failures == 2  # the worker lived on and tried again
+    finally:
+        prop.close()
+
+
+def test_examples_follow_the_training_model_to_its_device() -> None:
+    from adaspec.runtime.proposers.adaptive import Example
+
+    ex = Example(torch.tensor([1, 2, 3]), 1, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4))
+    meta = ex.to(torch.device("meta"))  # any device other than the CPU the example was built on
+    assert {t.device.type for t in (meta.tokens, meta.top_ids, meta.top_logp)} == {"meta"}
+    assert meta.gen_start == 1

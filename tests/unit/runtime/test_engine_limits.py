@@ -47,3 +47,19 @@ def test_lookahead_limit_is_respected(cfg: ControllerConfig, limit: int) -> None
     assert len(res.token_ids) == 40
     assert rec.asked and max(rec.asked) <= limit
     assert all(k >= 1 for k in rec.asked)
+
+
+def test_every_end_of_sequence_id_ends_generation() -> None:
+    from adaspec.runtime.engine import autoregressive_generate, eos_ids
+
+    assert eos_ids(None) == frozenset() and eos_ids(3) == {3} and eos_ids([3, 9]) == {3, 9}
+    target = CachedLM(small_llama(32, seed=4))
+    free = autoregressive_generate(target, [1, 2, 3], 6)
+    second = free[1]
+    unused = next(t for t in range(32) if t not in free)
+    # Llama-3 style: several ids end a sequence; the second generated token is one of them
+    engine = SpeculativeEngine(target, [], None, eos_token_id=[unused, second])
+    result = engine.generate([1, 2, 3], 6)
+    assert result.token_ids == free[: free.index(second) + 1]
+    assert result.finish_reason == "stop"
+    assert autoregressive_generate(target, [1, 2, 3], 6, eos_token_id=[unused, second]) == result.token_ids
