@@ -113,7 +113,8 @@ def load(p: ServePlan, state: ServeState) -> None:
     )
     tokenizer = load_tokenizer(p.tokenizer_dir)
     static = engine.proposers.get("static") or engine.proposers.get("adaptive")
-    static_model = copy.deepcopy(static.lm.model) if static is not None and hasattr(static, "lm") else None
+    lm = getattr(static, "lm", None)
+    static_model = copy.deepcopy(lm.model).to("cpu") if lm is not None else None
     revisions = RevisionManager(
         engine, tokenizer_fingerprint(p.tokenizer_dir), static_model, adaptive, args.device, args.role
     )

@@ -68,7 +68,7 @@ class RevisionManager:
         self,
         engine: SpeculativeEngine,
         tokenizer_sha256: str,
-        static_draft: Any | None,
+        static_draft: Any | None,  # kept on the CPU: the weights revision "static" goes back to
         adaptive: AdaptiveConfig,
         device: str,
         role: str,
@@ -108,7 +108,7 @@ class RevisionManager:
             if self.static_draft is None:
                 raise APIError(409, "no static draft is loaded (--static-draft)", param="revision")
             record = RevisionRecord(STATIC, "", "", role, action, time.time())
-            return LoadedRevision(record, copy.deepcopy(self.static_draft))
+            return LoadedRevision(record, copy.deepcopy(self.static_draft).to(self.device))
         if not artifact_uri:
             raise APIError(400, f"revision {revision!r} needs an artifact_uri", param="artifact_uri")
         try:

@@ -222,8 +222,10 @@ class FifoScheduler:
     def _run(self, job: Job) -> None:
         req = job.request
         started = time.monotonic()
-        if job.cancelled.is_set():
-            job.emit(self._outcome(job, TextStream(self._tok), "cancelled", GenerationStats(), started, None))
+        if job.cancelled.is_set():  # its client went away while it waited
+            outcome = self._outcome(job, TextStream(self._tok), "cancelled", GenerationStats(), started, None)
+            self._observer.on_finished(outcome)
+            job.emit(outcome)
             return
         self._observer.on_started(started - job.arrived)
         text = TextStream(self._tok, req.stop)
