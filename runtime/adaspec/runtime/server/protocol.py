@@ -108,7 +108,7 @@ class ChatRequest(_Sampling):
 def validation_error(exc: ValidationError) -> APIError:
     """A 400 naming the first field that failed validation."""
     first = exc.errors()[0]
-    loc = [str(p) for p in first["loc"] if not str(p).startswith(("str", "list[", "int"))]
+    loc = [str(p) for p in first["loc"] if str(p) not in ("str", "int", "float") and "[" not in str(p)]
     param = ".".join(loc) or None
     return APIError(400, f"{param or 'body'}: {first['msg']}", param=param)
 
