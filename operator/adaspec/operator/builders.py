@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 import yaml
 
-from adaspec.operator.models import GROUP, VERSION, AdaptiveSpeculatorSpec, Resources, duration_seconds
+from adaspec.operator.models import GROUP, VERSION, AdaptiveSpeculatorSpec, Resources
+from adaspec.runtime.settings import duration_seconds
 
 Role = Literal["stable", "canary"]
 

@@ -14,7 +14,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from adaspec.runtime.settings import DURATION, AdaptiveSettings, CaptureSettings, ControllerSettings, Duration
+from adaspec.runtime.settings import (
+    AdaptiveSettings,
+    CaptureSettings,
+    ControllerSettings,
+    Duration,
+)
 
 GROUP = "adaspec.dev"
 VERSION = "v1alpha1"
@@ -32,15 +37,6 @@ GPU = "nvidia.com/gpu"
 
 Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY)], Field()]
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration_seconds(value: str) -> float:
-    """Return the seconds in a Go-style duration (`15m`, `1h30m`, `500ms`); ValueError naming it otherwise."""
-    if not re.fullmatch(DURATION, value):
-        raise ValueError(f"duration {value!r} is not a sequence of <number><ms|s|m|h>, such as 15m or 1h30m")
-    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
 
 
 class _Model(BaseModel):

@@ -30,12 +30,27 @@ class ProposerError(ValueError):
 
 
 @dataclass(frozen=True)
+class Step:
+    """One verification: who drafted, how many tokens were verified and accepted, how many committed.
+
+    The committed tokens are the `accepted` drafted ones, then one token of the target's own (the
+    recovered one after a rejection, or the bonus after a fully accepted draft), cut at end-of-sequence.
+    """
+
+    speculator: str | None  # None: no draft this step
+    drafted: int
+    accepted: int
+    committed: int
+
+
+@dataclass(frozen=True)
 class GenerationResult:
-    """Generated token ids (prompt excluded), why generation stopped, and its statistics."""
+    """Generated token ids (prompt excluded), why generation stopped, its statistics and its steps."""
 
     token_ids: list[int]
     finish_reason: str  # "length", "stop" (an end-of-sequence token) or "cancelled" (by on_tokens)
     stats: GenerationStats
+    steps: tuple[Step, ...] = ()
 
 
 # Called with the tokens just committed (in order, after end-of-sequence trimming); True stops generation.
@@ -225,6 +240,7 @@ class SpeculativeEngine:
 
         context = list(prompt)
         out: list[int] = []
+        steps: list[Step] = []
         finish = "length"
         t0 = time.perf_counter()
         while len(out) < max_new_tokens:
@@ -247,6 +263,7 @@ class SpeculativeEngine:
             self.target.truncate(len(context) + verdict.num_accepted)
             context.extend(committed)
             out.extend(committed)
+            steps.append(Step(name if k else None, k, verdict.num_accepted, len(committed)))
             # observe
             if self.controller is not None:
                 self.controller.costs.observe_verify(k + 1, seconds)
@@ -268,7 +285,7 @@ class SpeculativeEngine:
         for pname, p in active.items():
             _safe(partial(p.end, out), pname, stats)
         self.totals.merge(stats)
-        return GenerationResult(token_ids=out, finish_reason=finish, stats=stats)
+        return GenerationResult(token_ids=out, finish_reason=finish, stats=stats, steps=tuple(steps))
 
 
 def _safe(call: Callable[[], None], name: str, stats: GenerationStats) -> bool:

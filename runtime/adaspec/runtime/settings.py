@@ -7,6 +7,7 @@ it into the engine's configs; no default lives anywhere else. Torch-free, so the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,16 @@ from pydantic.alias_generators import to_camel
 
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 Duration = Annotated[str, Field(pattern=DURATION)]
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str) -> float:
+    """Return the seconds in a Go-style duration (`15m`, `1h30m`, `500ms`); ValueError naming it otherwise."""
+    if not re.fullmatch(DURATION, value):
+        raise ValueError(f"duration {value!r} is not a sequence of <number><ms|s|m|h>, such as 15m or 1h30m")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
 
 
 class _Settings(BaseModel):
@@ -64,6 +75,9 @@ class CaptureSettings(_Settings):
 
     enabled: bool = Field(default=False, description="Capture sampled traffic.")
     sample_rate: float = Field(default=0.05, ge=0, le=1, description="Fraction of requests captured.")
+    max_bytes: int = Field(
+        default=1 << 30, ge=1 << 20, description="Most bytes of captured shards kept; the oldest go first."
+    )
     retention: Duration = Field(default="168h", description="Age after which captured shards are removed.")
 
 

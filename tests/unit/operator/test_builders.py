@@ -9,8 +9,8 @@ import pytest
 from adaspec.cli.main import build_parser
 from adaspec.operator import builders
 from adaspec.operator.builders import Artifact, Owner
-from adaspec.operator.models import AdaptiveSpeculatorSpec, duration_seconds
-from adaspec.runtime.settings import RuntimeSettings, parse_settings
+from adaspec.operator.models import AdaptiveSpeculatorSpec
+from adaspec.runtime.settings import RuntimeSettings, duration_seconds, parse_settings
 
 OWNER = Owner(name="llama", namespace="ml", uid="u-1")
 STATIC = Artifact(revision="static", uri="hf://draft")
@@ -170,7 +170,7 @@ EVERY_SETTING: dict[str, dict[str, Any]] = {
         "batchSize": 8,
         "computeShare": 0.5,
     },
-    "capture": {"enabled": True, "sampleRate": 0.5, "retention": "24h"},
+    "capture": {"enabled": True, "sampleRate": 0.5, "maxBytes": 1 << 24, "retention": "24h"},
 }
 
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from adaspec.runtime.capture import CaptureSink
 from adaspec.runtime.sampling import SamplingParams
 from adaspec.runtime.server.metrics import RuntimeMetrics
 from adaspec.runtime.server.protocol import (
@@ -55,6 +56,7 @@ class ServeState:
     tokenizer: Any = None
     scheduler: Scheduler | None = None
     revisions: RevisionManager | None = None
+    capture: CaptureSink | None = None
     max_positions: int = 0
     vocab_size: int = 0
     created: int = field(default_factory=lambda: int(time.time()))

@@ -49,6 +49,11 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
         default="",
         help="where a generated admin token is kept (default: $XDG_STATE_HOME/adaspec/serve-PORT)",
     )
+    s.add_argument(
+        "--capture-dir",
+        default="",
+        help="captured traffic shards, when capture is enabled (default: STATE_DIR/capture)",
+    )
     s.add_argument("--max-queue", type=positive_int, default=64, help="requests waiting; more get 429")
     s.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="larger bodies get 413")
     s.add_argument("--max-tokens-limit", type=positive_int, default=4096, help="largest max_tokens")

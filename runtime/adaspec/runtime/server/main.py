@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from prometheus_client import start_http_server
 from starlette.applications import Starlette
 
 from adaspec.cli.errors import CommandError
+from adaspec.runtime.capture import CapturedRequest, CaptureSink, ShardWriter, steps_of
 from adaspec.runtime.server.app import ServeState, build_app
 from adaspec.runtime.server.locations import LocationError, resolve
 from adaspec.runtime.server.metrics import RuntimeMetrics
 from adaspec.runtime.server.revisions import STATIC, AdminTokens, RevisionRecord
-from adaspec.runtime.settings import RuntimeSettings, SettingsError, load_settings
+from adaspec.runtime.server.scheduler import Job, Outcome
+from adaspec.runtime.settings import RuntimeSettings, SettingsError, duration_seconds, load_settings
 from adaspec.runtime.strategies import proposers_for
 
 log = logging.getLogger("adaspec.serve")
@@ -49,12 +52,6 @@ def plan(args: argparse.Namespace) -> ServePlan:
     settings = load_settings(args.controller_config)
     if args.engine != "native":
         raise ValueError(f"--engine {args.engine!r} is not available in this runtime (supported: native)")
-    cap = settings.capture
-    if cap.enabled and cap.sample_rate > 0:
-        raise ValueError(
-            "capture.enabled: traffic capture is not available in this runtime yet; set capture.enabled "
-            "to false (or capture.sampleRate to 0)"
-        )
     target = resolve(args.target_model, "--target-model")
     tokenizer = resolve(args.tokenizer, "--tokenizer") if args.tokenizer else target
     static = resolve(args.static_draft, "--static-draft") if args.static_draft else None
@@ -76,16 +73,19 @@ def plan(args: argparse.Namespace) -> ServePlan:
     return ServePlan(args, settings, target, tokenizer, static, args.draft_artifact, names)
 
 
+def state_dir(args: argparse.Namespace) -> Path:
+    """--state-dir, or $XDG_STATE_HOME/adaspec/serve-PORT (~/.local/state without XDG_STATE_HOME)."""
+    if args.state_dir:
+        return Path(args.state_dir)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "adaspec" / f"serve-{args.port}"
+
+
 def admin_tokens(args: argparse.Namespace) -> AdminTokens:
     """Tokens from --admin-token-file, or a generated one in the state directory (logged: where, not what)."""
     if args.admin_token_file:
         return AdminTokens.from_file(Path(args.admin_token_file))
-    if args.state_dir:
-        state = Path(args.state_dir)
-    else:
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        state = Path(base) / "adaspec" / f"serve-{args.port}"
-    tokens = AdminTokens.generated(state)
+    tokens = AdminTokens.generated(state_dir(args))
     log.info("event=admin_token file=%s", tokens.source)
     return tokens
 
@@ -126,7 +126,15 @@ def load(p: ServePlan, state: ServeState) -> None:
         revisions.current = RevisionRecord(STATIC, "", "", args.role, "start", time.time())
         revisions.history.append(revisions.current)
     metrics = state.metrics
-    scheduler = FifoScheduler(engine, tokenizer, metrics, args.max_queue)
+    sink = capture_sink(p)
+    state.capture = sink
+    scheduler = FifoScheduler(
+        engine,
+        tokenizer,
+        metrics,
+        args.max_queue,
+        on_finished=capture_hook(sink, revisions) if sink else None,
+    )
     metrics.bind(lambda: scheduler.waiting, lambda: scheduler.running)
     metrics.train_failures.set_function(revisions.train_failures)
 
@@ -151,6 +159,53 @@ def load(p: ServePlan, state: ServeState) -> None:
         serving()[0],
         args.role,
     )
+
+
+def capture_sink(p: ServePlan) -> CaptureSink | None:
+    """The traffic capture the settings ask for (None when off or at sample rate 0)."""
+    cap = p.settings.capture
+    if not cap.enabled or cap.sample_rate <= 0:
+        return None
+    directory = Path(p.args.capture_dir) if p.args.capture_dir else state_dir(p.args) / "capture"
+    writer = ShardWriter(directory, cap.max_bytes, duration_seconds(cap.retention))
+    log.info(
+        "event=capture directory=%s sample_rate=%s (prompts and outputs are stored)",
+        directory,
+        cap.sample_rate,
+    )
+    return CaptureSink(writer, cap.sample_rate)
+
+
+def capture_hook(sink: CaptureSink, revisions: Any) -> Callable[[Job, Outcome], None]:
+    """What the scheduler calls after each request: offer it to the capture sink."""
+
+    def hook(job: Job, outcome: Outcome) -> None:
+        if outcome.finish_reason == "cancelled":
+            return
+        req = job.request
+        current = revisions.current
+
+        def record() -> CapturedRequest:
+            return CapturedRequest(
+                id=uuid.uuid4().hex,
+                time=time.time(),
+                revision=current.revision if current is not None else STATIC,
+                role=revisions.role,
+                tag=req.tag,
+                prompt_ids=list(req.prompt_ids),
+                output_ids=list(outcome.token_ids),
+                steps=steps_of(outcome.steps),
+                finish_reason=outcome.finish_reason,
+                sampling={
+                    "temperature": req.sampling.temperature,
+                    "top_p": req.sampling.top_p,
+                    "top_k": req.sampling.top_k,
+                },
+            )
+
+        sink.offer(record)
+
+    return hook
 
 
 class _Server(uvicorn.Server):
@@ -211,6 +266,8 @@ def run_serve(args: argparse.Namespace) -> int:
             state.scheduler.close(timeout=5.0)
         if state.revisions is not None:
             state.revisions.close()
+        if state.capture is not None:
+            state.capture.close()
 
     config = uvicorn.Config(
         build_app(state, lifespan=lifespan),

@@ -14,10 +14,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
-from adaspec.runtime.engine import SpeculativeEngine
+from adaspec.runtime.engine import SpeculativeEngine, Step
 from adaspec.runtime.sampling import SamplingParams
 from adaspec.runtime.server.textstream import TextStream
 from adaspec.runtime.stats import GenerationStats
@@ -65,6 +65,7 @@ class Outcome:
     queue_seconds: float
     first_token_seconds: float | None  # from arrival
     seconds: float  # from arrival to the end
+    steps: tuple[Step, ...] = ()  # the engine's verifications (traffic capture records them)
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,15 @@ class FifoScheduler:
     """One worker thread, one sequence at a time, in order of arrival, at most `max_queue` waiting."""
 
     def __init__(
-        self, engine: SpeculativeEngine, tokenizer: Any, observer: RequestObserver, max_queue: int
+        self,
+        engine: SpeculativeEngine,
+        tokenizer: Any,
+        observer: RequestObserver,
+        max_queue: int,
+        on_finished: Callable[[Job, Outcome], None] | None = None,
     ) -> None:
         self.engine = engine
+        self._on_finished = on_finished  # after each served request, on the engine's thread
         self._tok = tokenizer
         self._observer = observer
         self._max_queue = max_queue
@@ -261,8 +268,14 @@ class FifoScheduler:
         if tail:
             job.emit(Delta(tail, ()))
         outcome = self._outcome(job, text, reason, result.stats, started, first_s, result.token_ids)
+        outcome = replace(outcome, steps=result.steps)
         self._observer.on_finished(outcome)
         job.emit(outcome)
+        if self._on_finished is not None:
+            try:
+                self._on_finished(job, outcome)
+            except Exception as exc:  # noqa: BLE001 - a hook (capture) must never break serving
+                log.error("event=on_finished_failed error=%r", exc)
 
     @staticmethod
     def _outcome(
