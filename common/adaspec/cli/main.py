@@ -17,6 +17,7 @@ __all__ = ["CommandError", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "adaspec.runtime.cli",
     "adaspec.runtime.server.cli",
+    "adaspec.runtime.adapt.cli",
     "adaspec.operator.cli",
     "adaspec.controlplane.cli",
     "adaspec.devcluster.cli",

@@ -57,6 +57,7 @@ class CapturedRequest:
     steps: list[CapturedStep]
     finish_reason: str
     sampling: dict[str, float] = field(default_factory=dict)  # temperature, top_p, top_k
+    tokenizer_sha256: str = ""  # the serving tokenizer's fingerprint (adapt refuses traffic of another)
 
     def to_line(self) -> str:
         """The record as one JSON line (with its format version)."""

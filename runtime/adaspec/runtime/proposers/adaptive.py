@@ -78,7 +78,7 @@ class Example:
         return Example(tokens, self.gen_start, ids, logp)
 
 
-def _is_table(name: str) -> bool:
+def is_table(name: str) -> bool:
     """Whether a parameter is the token embedding or the output head."""
     return "embed_tokens" in name or "lm_head" in name
 
@@ -95,6 +95,18 @@ def adaptive_config(settings: AdaptiveSettings, *, background: bool) -> Adaptive
     )
 
 
+def freeze_tables_if_dominant(model: Any, train_embeddings: bool | None = None) -> dict[str, Any]:
+    """Mark which parameters train: the embeddings and head only when they are at most half the model
+    (or as `train_embeddings` says); return the trained parameters by name."""
+    if train_embeddings is None:
+        total = sum(p.numel() for p in model.parameters())
+        tables = sum(p.numel() for n, p in model.named_parameters() if is_table(n))
+        train_embeddings = tables <= total // 2
+    for name, param in model.named_parameters():
+        param.requires_grad_(train_embeddings or not is_table(name))
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
 class OnlineDistiller:
     """Holds the training copy of the draft, the replay buffer, and the optimisation loop.
 
@@ -105,14 +117,7 @@ class OnlineDistiller:
     def __init__(self, model: Any, cfg: AdaptiveConfig, on_estimate: Callable[[float], None] | None) -> None:
         self.cfg = cfg
         self.model = model.train()
-        train_embeddings = cfg.train_embeddings
-        if train_embeddings is None:
-            total = sum(p.numel() for p in model.parameters())
-            tables = sum(p.numel() for n, p in model.named_parameters() if _is_table(n))
-            train_embeddings = tables <= total // 2
-        for name, param in model.named_parameters():
-            param.requires_grad_(train_embeddings or not _is_table(name))
-        self.trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.trained = freeze_tables_if_dominant(model, cfg.train_embeddings)
         self.opt = torch.optim.AdamW(self.trained.values(), lr=cfg.lr, weight_decay=0.0)
         self.device = next(model.parameters()).device
         self.buffer: deque[Example] = deque(maxlen=cfg.buffer_size)

@@ -201,6 +201,7 @@ def capture_hook(sink: CaptureSink, revisions: Any) -> Callable[[Job, Outcome], 
                     "top_p": req.sampling.top_p,
                     "top_k": req.sampling.top_k,
                 },
+                tokenizer_sha256=revisions.tokenizer_sha256,
             )
 
         sink.offer(record)
