@@ -1,4 +1,4 @@
-"""Parsers and handlers for `adaspec train-draft` and `adaspec bench drift` (no heavy imports)."""
+"""Parsers and handlers for `adaspec train-draft`, `bench drift` and `bench serve` (no heavy imports)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from adaspec.cli.argtypes import positive_float, positive_int
 from adaspec.runtime.bench.constants import DRIFT_STRATEGIES, PRETRAINED_ALIAS
+from adaspec.runtime.strategies import STRATEGY_NAMES
 
 
 def _train_draft(args: argparse.Namespace) -> int:
@@ -17,6 +18,12 @@ def _train_draft(args: argparse.Namespace) -> int:
 
 def _bench_drift(args: argparse.Namespace) -> int:
     from adaspec.runtime.bench.drift import run_from_args
+
+    return run_from_args(args)
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    from adaspec.runtime.bench.serve import run_from_args
 
     return run_from_args(args)
 
@@ -74,3 +81,24 @@ def add_drift_parser(bench_sub: Any) -> None:
     d.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 lossless sampling")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_bench_drift)
+
+
+def add_serve_bench_parser(bench_sub: Any) -> None:
+    """Register `adaspec bench serve`."""
+    s = bench_sub.add_parser(
+        "serve", help="adaspec serve over HTTP vs its engine in-process: tokens/s, TTFT, ITL per concurrency"
+    )
+    s.add_argument("--strategy", default="hybrid", choices=STRATEGY_NAMES)
+    s.add_argument("--prompts", type=positive_int, default=16, help="requests per row (path, concurrency)")
+    s.add_argument("--max-tokens", type=positive_int, default=32, help="max_tokens of every request")
+    s.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts, in order")
+    s.add_argument(
+        "--pretrained",
+        choices=(PRETRAINED_ALIAS,),
+        default=None,
+        help="SmolLM2-135M and bench drift's static draft (default: the fixture models)",
+    )
+    s.add_argument("--out", default=None, help="directory for results.json, report.md and serve.log")
+    s.add_argument("--seed", type=int, default=0, help="which held-out prompts are cut")
+    s.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    s.set_defaults(func=_bench_serve)
