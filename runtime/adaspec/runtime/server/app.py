@@ -29,6 +29,7 @@ from adaspec.runtime.server.protocol import (
 from adaspec.runtime.server.revisions import STATIC, AdminTokens, RevisionManager
 from adaspec.runtime.server.scheduler import (
     Delta,
+    Event,
     Failed,
     GenerationRequest,
     Job,
@@ -303,9 +304,13 @@ class App:
                     ],
                 }
                 yield "data: " + json.dumps(role) + "\n\n"
+            pending: Event | None = None
             while True:
-                event = await job.events.get()
+                event = pending if pending is not None else await job.events.get()
+                pending = None
                 if isinstance(event, Delta):
+                    # steps that came while the last chunk was written go out as one chunk
+                    event, pending = _coalesce(event, job.events)
                     if event.text or (body.return_token_ids and event.token_ids):
                         extra = {"token_ids": list(event.token_ids)} if body.return_token_ids else {}
                         yield self._chunk(rid, chat, event.text, None, **extra)
@@ -392,6 +397,18 @@ class App:
                 "static": r.revision == STATIC,
             }
         )
+
+
+def _coalesce(first: Delta, events: asyncio.Queue[Event]) -> tuple[Delta, Event | None]:
+    """Merge the Deltas already queued after `first`; return the merged one and the next other event."""
+    text, ids = [first.text], list(first.token_ids)
+    while not events.empty():
+        nxt = events.get_nowait()
+        if not isinstance(nxt, Delta):
+            return Delta("".join(text), tuple(ids)), nxt
+        text.append(nxt.text)
+        ids.extend(nxt.token_ids)
+    return Delta("".join(text), tuple(ids)), None
 
 
 def build_app(state: ServeState, lifespan: Any = None) -> Starlette:
