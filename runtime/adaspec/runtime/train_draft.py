@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from adaspec.runtime.artifacts import sha256_file
+from adaspec.runtime.models import tokenizer_fingerprint
 from adaspec.runtime.workloads import Corpus, CorpusSpec, WorkloadError, is_heldout, list_corpus
 
 RECIPE_VERSION = 1
+STATIC_REVISION = "static"  # the revision id of a static draft (the operator's and serve's `static`)
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -280,12 +283,25 @@ def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, r
                 shutil.copy2(target_dir / name, staging / name)
         report.size_bytes = (staging / "model.safetensors").stat().st_size
         files = sorted(p.name for p in staging.iterdir() if p.is_file())
+        # a revision (docs/CONTRACTS.md "Artifacts"): `serve --draft-artifact` and `adapt` load it as one
         manifest = {
-            "kind": "static-draft",
-            "target": str(target_dir),
-            "recipe": asdict(recipe),
-            "report": asdict(report),
-            "sha256": {name: sha256_file(staging / name) for name in files},
+            "revision": STATIC_REVISION,
+            "parent": None,
+            "target_model": target_dir.name,
+            "tokenizer_sha256": tokenizer_fingerprint(target_dir),
+            "files": {name: sha256_file(staging / name) for name in files},
+            "training_window": {
+                "kind": "static-draft",
+                "target": str(target_dir),
+                "corpus": recipe.lang,
+                "recipe": asdict(recipe),
+                "report": asdict(report),
+            },
+            "metrics": {
+                "heldout_kl": report.eval_kl_after,
+                "heldout_top1_agreement": report.eval_top1_agreement_after,
+            },
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
@@ -303,7 +319,14 @@ def cached_report(out: Path, digest: str) -> dict[str, Any] | None:
     if not manifest.is_file() or not (out / "model.safetensors").is_file():
         return None
     data: dict[str, Any] = json.loads(manifest.read_text())
-    return data if data.get("report", {}).get("recipe_hash") == digest else None
+    return data if draft_report(data).get("recipe_hash") == digest else None
+
+
+def draft_report(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What training did, from a static draft's manifest (its `training_window.report`); empty for a
+    draft that train-draft did not make."""
+    report: dict[str, Any] = dict(manifest.get("training_window") or {}).get("report") or {}
+    return report
 
 
 def ensure_draft(

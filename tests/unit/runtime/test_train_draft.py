@@ -10,12 +10,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from adaspec.runtime.artifacts import read_manifest
+from adaspec.runtime.models import tokenizer_fingerprint
 from adaspec.runtime.train_draft import (
     DraftRecipe,
     TrainReport,
     batches,
     build_student,
     cached_report,
+    draft_report,
     kd_loss,
     recipe_hash,
     save_draft,
@@ -101,8 +104,12 @@ def test_saved_draft_is_found_by_its_recipe_hash(tmp_path: Path) -> None:
     report = TrainReport("abc123", 10, 5, 0, 1, 16, 0.5, 1.0, 2.0, 1.5, 0.1, 0.2, ["/src/a.py"])
     out = save_draft(student, target_dir, tmp_path / "draft", DraftRecipe(), report)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["sha256"]) == {"config.json", "model.safetensors", "tokenizer.json"}
-    assert manifest["report"]["size_bytes"] == (out / "model.safetensors").stat().st_size
+    assert set(manifest["files"]) == {"config.json", "model.safetensors", "tokenizer.json"}
+    assert draft_report(manifest)["size_bytes"] == (out / "model.safetensors").stat().st_size
+    # one revision format: the static draft loads through the revision checks (serve, adapt)
+    checked = read_manifest(out, tokenizer_fingerprint(target_dir))
+    assert (checked.revision, checked.parent) == ("static", None)
+    assert checked.metrics["heldout_top1_agreement"] == 0.2
     assert cached_report(out, "abc123") is not None
     assert cached_report(out, "other") is None
     reloaded = LlamaForCausalLM.from_pretrained(str(out))

@@ -43,7 +43,7 @@ def parse_strategies(text: str) -> list[str]:
 
 def run_train_draft(args: argparse.Namespace) -> int:
     """Train (or reuse) a static draft and print its size, time and loss."""
-    from adaspec.runtime.train_draft import DraftRecipe, ensure_draft
+    from adaspec.runtime.train_draft import DraftRecipe, draft_report, ensure_draft
     from adaspec.runtime.workloads import CorpusSpec, WorkloadError
 
     try:
@@ -55,7 +55,7 @@ def run_train_draft(args: argparse.Namespace) -> int:
         out, manifest, built = ensure_draft(target, spec, Path(args.out).expanduser(), recipe)
     except (WorkloadError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
-    report = dict(manifest["report"])
+    report = dict(draft_report(manifest))
     files = report.pop("training_files")
     if args.json:
         print(json.dumps({"out": str(out), "built_now": built, **report, "training_files": len(files)}))

@@ -17,6 +17,7 @@ from adaspec.runtime.bench.commands import parse_strategies, resolve_target
 from adaspec.runtime.bench.constants import PRETRAINED_ALIAS
 from adaspec.runtime.bench.report import clear_outputs, table, write_all, write_partial
 from adaspec.runtime.bench.summary import RequestRecord, goals, summarize
+from adaspec.runtime.train_draft import draft_report
 from adaspec.runtime.workloads import (
     Corpus,
     CorpusSpec,
@@ -136,7 +137,7 @@ def static_draft_for(config: DriftConfig, target_dir: Path) -> tuple[Path | None
     path, manifest, built = ensure_draft(target_dir, python, out, recipe)
     if built:
         config.notes.append(
-            f"the static draft was trained in this run ({manifest['report']['seconds']:.0f} s)"
+            f"the static draft was trained in this run ({draft_report(manifest)['seconds']:.0f} s)"
         )
     return path, manifest
 
@@ -185,7 +186,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False).input_ids)
 
-    exclude = set(manifest.get("report", {}).get("training_files", []))
+    exclude = set(draft_report(manifest).get("training_files", []))
     prompts, corpus_reports = cut_all(config, corpora, encode, exclude)
     setup = _setup(config, target_dir, draft_dir, manifest, corpus_reports, load_before)
     partial["setup"] = setup
@@ -298,7 +299,7 @@ def _setup(
 
     marker = target_dir / "adaspec-conversion.json"
     conv = json.loads(marker.read_text()) if marker.is_file() else {}
-    report = manifest.get("report", {})
+    report = draft_report(manifest)
     draft: dict[str, Any] = {"path": str(draft_dir) if draft_dir else None}
     if report:
         draft.update({k: v for k, v in report.items() if k != "training_files"})

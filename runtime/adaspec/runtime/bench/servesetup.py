@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from adaspec.cli.errors import CommandError
+from adaspec.runtime.train_draft import draft_report
 
 FIXTURE_PROMPT_TOKENS = 96  # microbench's prompt length on the fixtures (1024 positions)
 NOTES = (
@@ -115,7 +116,7 @@ def _pretrained(config: ServeBenchConfig, count: int) -> Models:
     def encode(text: str) -> list[int]:
         return list(tok(text, add_special_tokens=False).input_ids)
 
-    exclude = set(manifest.get("report", {}).get("training_files", []))
+    exclude = set(draft_report(manifest).get("training_files", []))
     prompts, reports = cut_all(drift, [list_corpus(python)], encode, exclude)
     config.notes.extend(drift.notes)
     source = {"models": config.pretrained, "lang": "python", "prompt_tokens": list(drift.prompt_tokens)}
