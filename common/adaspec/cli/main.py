@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "adaspec.runtime.cli",
     "adaspec.runtime.server.cli",
     "adaspec.runtime.adapt.cli",
+    "adaspec.runtime.up.cli",
     "adaspec.operator.cli",
     "adaspec.controlplane.cli",
     "adaspec.devcluster.cli",

@@ -1,0 +1,1 @@
+"""`adaspec up`: the whole fleet on one machine (two runtimes, the control plane, one endpoint in front)."""
