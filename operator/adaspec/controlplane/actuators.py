@@ -13,9 +13,13 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from adaspec.operator.models import dns_label
+
 from .config import LocalActuatorConfig, Role
 
 log = logging.getLogger("adaspec.controlplane.actuator")
+REVISION_DIR = "revision"  # where a local run's candidate is written, beside its adapt.log
+GATED_EXIT = 3  # `adaspec adapt`: the offline gate refused the candidate (docs/CONTRACTS.md)
 STATIC_REVISION = "static"  # the runtime's built-in draft: loads with no artifact (docs/CONTRACTS.md)
 
 
@@ -197,14 +201,39 @@ class LocalActuator:
     def _out(self, speculator: str, run_id: str) -> Path:
         return self._config.work_dir / speculator / run_id
 
+    def _artifact(self, speculator: str, revision: str | None) -> str:
+        """The directory of a revision this actuator's runs wrote (the static draft for `static`)."""
+        if not revision or revision == "static":
+            return self._config.static_draft
+        for manifest in sorted((self._config.work_dir / speculator).glob(f"*/{REVISION_DIR}/manifest.json")):
+            try:
+                if json.loads(manifest.read_text()).get("revision") == revision:
+                    return str(manifest.parent)
+            except ValueError:
+                continue
+        return ""
+
+    def adapt_argv(self, speculator: str, run_id: str, parent: str | None) -> list[str]:
+        """The argv of one adaptation run: `local.adapt_command` with its placeholders filled."""
+        values = {
+            "speculator": speculator,
+            "run_id": run_id,
+            "revision": dns_label("r", run_id),
+            "parent": parent or "static",
+            "parent_artifact": self._artifact(speculator, parent),
+            "target_model": self._config.target_model,
+            "capture": self._config.capture,
+            "out": str(self._out(speculator, run_id) / REVISION_DIR),
+        }
+        return [fill(a, values) for a in self._config.adapt_command]
+
     def start_adaptation(self, speculator: str, namespace: str, run_id: str, parent: str | None) -> None:
         out = self._out(speculator, run_id)
         marker = out / ".started"
         if marker.exists():
             return  # already started (an action retried after a restart)
         out.mkdir(parents=True, exist_ok=True)
-        values = {"speculator": speculator, "out": str(out), "run_id": run_id, "parent": parent or ""}
-        argv = [fill(a, values) for a in self._config.adapt_command]
+        argv = self.adapt_argv(speculator, run_id, parent)
         with (out / "adapt.log").open("wb") as logf:
             self._procs[run_id] = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT)
         marker.write_text(str(time.time()))
@@ -222,7 +251,7 @@ class LocalActuator:
                     status="failed", message=f"timed out after {self._config.run_timeout_s:.0f} s"
                 )
             return RunStatus(status="running")
-        manifest = out / "manifest.json"
+        manifest = out / REVISION_DIR / "manifest.json"
         if manifest.exists() and (code in (None, 0)):
             raw = manifest.read_bytes()
             try:
@@ -234,7 +263,7 @@ class LocalActuator:
             return RunStatus(
                 status="succeeded",
                 revision=revision,
-                artifact_uri=out.resolve().as_uri(),
+                artifact_uri=manifest.parent.resolve().as_uri(),
                 sha256=hashlib.sha256(raw).hexdigest(),
                 metrics=metrics,
             )
@@ -242,6 +271,10 @@ class LocalActuator:
             tail = (
                 (out / "adapt.log").read_text(errors="replace")[-500:] if (out / "adapt.log").exists() else ""
             )
+            if code == GATED_EXIT:
+                reasons = [ln.strip()[2:] for ln in tail.splitlines() if ln.strip().startswith("- ")]
+                why = "; ".join(reasons) or tail.strip()
+                return RunStatus(status="failed", message=f"no candidate: the offline gate refused it: {why}")
             return RunStatus(status="failed", message=f"exit code {code}: {tail}")
         marker = out / ".started"
         if not marker.exists():

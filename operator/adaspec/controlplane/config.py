@@ -64,14 +64,46 @@ class SpeculatorConfig(_Strict):
         return self
 
 
+# `adaspec adapt`'s argv after the program name (runtime/adaspec/runtime/adapt/cli.py parses it; a test
+# fills these with both actuators' values and runs that parser).
+ADAPT_ARGS: tuple[str, ...] = (
+    "adapt",
+    "--speculator={speculator}",
+    "--run-id={run_id}",
+    "--revision={revision}",
+    "--parent={parent}",
+    "--parent-artifact={parent_artifact}",
+    "--target-model={target_model}",
+    "--capture={capture}",
+    "--out={out}",
+)
+ADAPT_PLACEHOLDERS = (
+    "speculator",
+    "run_id",
+    "revision",
+    "parent",
+    "parent_artifact",
+    "target_model",
+    "capture",
+    "out",
+)
+
+
 class LocalActuatorConfig(_Strict):
     """One-machine mode: adaptation as a subprocess, revisions loaded through the runtime's admin API
     (`POST /admin/v1/revisions/load`, docs/CONTRACTS.md "Runtime process")."""
 
     adapt_command: list[str] = Field(
-        default_factory=lambda: ["adaspec", "adapt", "--speculator", "{speculator}", "--out", "{out}"]
+        default_factory=lambda: ["adaspec", *ADAPT_ARGS],
+        description="argv of an adaptation run; placeholders: "
+        + ", ".join(f"{{{p}}}" for p in ADAPT_PLACEHOLDERS),
     )
     work_dir: Path = Path("controlplane-runs")
+    target_model: str = Field(
+        default="", description="the target model adapt distils toward ({target_model})"
+    )
+    capture: str = Field(default="", description="the runtimes' captured traffic directory ({capture})")
+    static_draft: str = Field(default="", description="the static draft: parent artifact of revision static")
     load_url: HttpUrl | None = Field(
         default=None, description="the runtime's admin load URL for both roles (load_urls overrides a role)"
     )
@@ -99,8 +131,10 @@ class KubernetesActuatorConfig(_Strict):
     """Fleet mode: SpeculatorRevisions, adaptation Jobs and status patches (docs/CONTRACTS.md)."""
 
     image: str = "adaspec:latest"
-    job_args: list[str] = ["adapt", "--speculator", "{speculator}", "--out", "{out}"]
+    job_args: list[str] = Field(default_factory=lambda: list(ADAPT_ARGS))
     artifact_root: str = "s3://adaspec-artifacts"
+    target_model: str = ""  # {target_model} of the Job (the CR's, once speculators come from CRs)
+    capture: str = ""  # {capture}
 
 
 class AuthConfig(_Strict):

@@ -121,7 +121,16 @@ def adaptation_job(
 ) -> dict[str, Any]:
     """Return the batch/v1 Job that runs one adaptation (its output under the artifact root)."""
     out = f"{config.artifact_root.rstrip('/')}/{speculator}/{run_id}"
-    values = {"speculator": speculator, "out": out, "run_id": run_id, "parent": parent or ""}
+    values = {
+        "speculator": speculator,
+        "out": out,
+        "run_id": run_id,
+        "revision": dns_name("r", run_id),
+        "parent": parent or "static",
+        "parent_artifact": "",
+        "target_model": config.target_model,
+        "capture": config.capture,
+    }
     labels = {"adaspec.dev/speculator": speculator, RUN_LABEL: dns_name(run_id)}
     return {
         "apiVersion": "batch/v1",

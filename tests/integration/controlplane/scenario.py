@@ -20,8 +20,9 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 ADAPT_SCRIPT = """
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1]); rev = sys.argv[2]; log = pathlib.Path(sys.argv[3])
+out.mkdir(parents=True, exist_ok=True)  # the run's revision directory, beside its adapt.log
 with log.open("a") as f:
-    f.write(out.name + "\\n")
+    f.write(out.parent.name + "\\n")
 (out / "model.safetensors").write_bytes(b"weights")
 manifest = {"revision": rev, "parent": sys.argv[4], "metrics": {"replay_acceptance": 0.71}}
 (out / "manifest.json").write_text(json.dumps(manifest))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from adaspec.controlplane.actuators import REVISION_DIR
 from adaspec.controlplane.store.models import (
     Action,
     AdaptationRun,
@@ -46,7 +47,7 @@ def test_drift_adapt_canary_promote(store: Store, tmp_path: Path) -> None:
     assert phases(store) == {"r0": "Superseded", "r1": "Promoted"}
     assert [(b["action"], b["revision"]) for b in fleet.loads] == [("start_canary", "r1"), ("promote", "r1")]
     # the runtime's admin load contract: the revision directory, its manifest's sha256, the role
-    out = tmp_path / "runs" / "chat" / "chat-run1"
+    out = tmp_path / "runs" / "chat" / "chat-run1" / REVISION_DIR
     sha = hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
     assert fleet.loads[0] == {
         "revision": "r1",

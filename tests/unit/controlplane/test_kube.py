@@ -50,7 +50,9 @@ def test_adaptation_job() -> None:
     job = adaptation_job("chat", "ml", "chat-run3", "r6", cfg)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert job["metadata"]["name"] == "adapt-chat-run3"
-    assert container["args"] == ["adapt", "--speculator", "chat", "--out", "s3://bucket/chat/chat-run3"]
+    assert container["args"][0] == "adapt"
+    assert "--speculator=chat" in container["args"] and "--parent=r6" in container["args"]
+    assert "--out=s3://bucket/chat/chat-run3" in container["args"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 

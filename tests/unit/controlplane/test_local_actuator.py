@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from adaspec.controlplane.actuators import LocalActuator, PermanentActionError, execute
+from adaspec.controlplane.actuators import REVISION_DIR, LocalActuator, PermanentActionError, execute
 from adaspec.controlplane.config import LocalActuatorConfig
 
 WRITE = (
     "import json, sys, pathlib; manifest = {'revision': 'r5', 'metrics': {'acc': 0.8}}; "
-    "(pathlib.Path(sys.argv[1]) / 'manifest.json').write_text(json.dumps(manifest))"
+    "out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True); "
+    "(out / 'manifest.json').write_text(json.dumps(manifest))"
 )
 
 
@@ -40,17 +41,27 @@ def test_success_reads_the_manifest(tmp_path: Path) -> None:
     st = act.poll_adaptation("chat", "default", "chat-run1")
     assert (st.status, st.revision, st.metrics) == ("succeeded", "r5", {"acc": 0.8})
     assert st.sha256 is not None and len(st.sha256) == 64
-    assert (tmp_path / "chat" / "chat-run1" / "manifest.json").exists()
+    assert (tmp_path / "chat" / "chat-run1" / REVISION_DIR / "manifest.json").exists()
     # a new instance (after a restart) finds the finished run from its directory
     assert actuator(tmp_path, WRITE).poll_adaptation("chat", "default", "chat-run1").revision == "r5"
 
 
 def test_failure_reports_the_exit_code_and_log(tmp_path: Path) -> None:
-    act = actuator(tmp_path, "import sys; print('no traffic captured'); sys.exit(3)")
+    act = actuator(tmp_path, "import sys; print('no captured traffic'); sys.exit(2)")
     act.start_adaptation("chat", "default", "chat-run1", None)
     act.wait(30)
     st = act.poll_adaptation("chat", "default", "chat-run1")
-    assert st.status == "failed" and "exit code 3" in st.message and "no traffic captured" in st.message
+    assert st.status == "failed" and "exit code 2" in st.message and "no captured traffic" in st.message
+
+
+def test_a_run_the_offline_gate_refused_produced_no_candidate(tmp_path: Path) -> None:
+    gated = "print('gate: refused, nothing written:'); print('  - held-out acceptance 0.1 vs 0.2'); exit(3)"
+    act = actuator(tmp_path, gated)
+    act.start_adaptation("chat", "default", "chat-run1", None)
+    act.wait(30)
+    st = act.poll_adaptation("chat", "default", "chat-run1")
+    assert (st.status, st.revision) == ("failed", None)
+    assert st.message == "no candidate: the offline gate refused it: held-out acceptance 0.1 vs 0.2"
 
 
 def test_a_hanging_run_times_out(tmp_path: Path) -> None:
@@ -209,6 +220,6 @@ def test_poll_reports_the_revision_directory_as_a_file_uri(tmp_path: Path) -> No
     act.start_adaptation("chat", "default", "chat-run1", None)
     act.wait(30)
     st = act.poll_adaptation("chat", "default", "chat-run1")
-    out = tmp_path / "chat" / "chat-run1"
+    out = tmp_path / "chat" / "chat-run1" / REVISION_DIR
     assert st.artifact_uri == out.resolve().as_uri()
     assert st.sha256 == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
