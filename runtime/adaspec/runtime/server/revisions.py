@@ -6,15 +6,14 @@ import copy
 import hashlib
 import hmac
 import logging
-import os
 import secrets
-import stat
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from adaspec.privatefile import create_private_file
 from adaspec.runtime.artifacts import (
     ArtifactError,
     ArtifactMismatch,
@@ -182,18 +181,7 @@ class AdminTokens:
     def generated(cls, state_dir: Path) -> AdminTokens:
         """Reuse or create `<state_dir>/admin-token` (mode 0600) holding one random token."""
         path = state_dir / "admin-token"
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                raise ValueError(
-                    f"admin token file {str(path)!r} is readable by others (mode {mode:o}); chmod 600 it"
-                ) from None
-            return cls.from_file(path)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
+        create_private_file(path, secrets.token_urlsafe(32) + "\n")
         return cls.from_file(path)
 
     def check(self, header: str | None) -> bool:

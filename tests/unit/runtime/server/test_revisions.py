@@ -52,7 +52,7 @@ def test_a_token_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -
     with pytest.raises(ValueError) as info:
         AdminTokens.generated(tmp_path)
     msg = str(info.value)
-    assert f"mode {mode:o}" in msg and "chmod 600" in msg
+    assert f"mode {mode:04o}" in msg and "chmod 600" in msg
     assert "secret" not in msg  # never the token itself
 
 
