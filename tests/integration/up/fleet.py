@@ -113,10 +113,12 @@ def first_token(path: Path) -> str:
 
 
 def start_up(workdir: Path, settings: dict[str, Any], timeout: float = 300.0) -> Up:
-    """Start `adaspec up --config` with `settings` on a free port; wait until its endpoint answers."""
+    """Start `adaspec up --config` with `settings` (empty: the config written before) on a free port;
+    wait until its endpoint answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "up.yaml"
-    config.write_text(yaml.safe_dump(settings))
+    if settings or not config.exists():
+        config.write_text(yaml.safe_dump(settings))
     port = free_port()
     log = workdir / f"up-{port}.log"
     cmd = [
