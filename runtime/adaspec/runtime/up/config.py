@@ -141,24 +141,17 @@ def runtime_yaml(settings: UpSettings) -> str:
     return text
 
 
-def adapt_command(settings: UpSettings, runs_dir: Path, capture_dir: Path) -> list[str]:
-    """Return `local.adapt_command`: `adaspec adapt` through `adaspec.runtime.up.parent`, which finds the
-    parent revision's directory (placeholders {speculator} {out} {run_id} {parent} are the actuator's)."""
+def adapt_command(settings: UpSettings) -> list[str]:
+    """Return `local.adapt_command`: the control plane's own `adaspec adapt` argv (its placeholders,
+    filled by the local actuator: parent artifact, target, capture, out) with this file's recipe."""
+    from adaspec.controlplane.config import ADAPT_ARGS
+
     a = settings.adapt
     return [
         sys.executable,
         "-m",
-        "adaspec.runtime.up.parent",
-        f"--runs-dir={runs_dir}",
-        f"--static-draft={settings.static_draft}",
-        "--parent={parent}",
-        "--",
-        "adapt",
-        "--speculator={speculator}",
-        "--run-id={run_id}",
-        "--out={out}",
-        f"--target-model={settings.target_model}",
-        f"--capture={capture_dir}",
+        "adaspec.cli.main",
+        *ADAPT_ARGS,
         f"--last={a.last}",
         f"--steps={a.steps}",
         f"--time-budget={a.time_budget_s}",
@@ -188,7 +181,10 @@ def control_plane_data(
             "work_dir": str(runs.resolve()),
             "load_urls": dict(load_urls),
             "load_token_file": str(token_file.resolve()),
-            "adapt_command": adapt_command(settings, runs.resolve() / settings.speculator, capture_dir),
+            "adapt_command": adapt_command(settings),
+            "target_model": str(settings.target_model),
+            "static_draft": str(settings.static_draft),
+            "capture": str(capture_dir.resolve()),
             "run_timeout_s": settings.adapt.time_budget_s + 600.0,
         },
         "speculators": [
