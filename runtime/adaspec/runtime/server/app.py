@@ -26,7 +26,7 @@ from adaspec.runtime.server.protocol import (
     check_unsupported,
     validation_error,
 )
-from adaspec.runtime.server.revisions import STATIC, AdminTokens, RevisionManager
+from adaspec.runtime.server.revisions import RevisionManager
 from adaspec.runtime.server.scheduler import (
     Delta,
     Event,
@@ -38,6 +38,7 @@ from adaspec.runtime.server.scheduler import (
     QueueFull,
     Scheduler,
 )
+from adaspec.runtime.server.tokens import STATIC, AdminTokens
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit
 

@@ -15,21 +15,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import uvicorn
-from prometheus_client import start_http_server
-from starlette.applications import Starlette
+from typing import TYPE_CHECKING, Any
 
 from adaspec.cli.errors import CommandError
 from adaspec.runtime.capture import CapturedRequest, CaptureSink, ShardWriter, steps_of
-from adaspec.runtime.server.app import ServeState, build_app
 from adaspec.runtime.server.locations import LocationError, resolve
-from adaspec.runtime.server.metrics import RuntimeMetrics
-from adaspec.runtime.server.revisions import STATIC, AdminTokens, RevisionRecord
-from adaspec.runtime.server.scheduler import Job, Outcome
+from adaspec.runtime.server.tokens import STATIC, AdminTokens
 from adaspec.runtime.settings import RuntimeSettings, SettingsError, duration_seconds, load_settings
 from adaspec.runtime.strategies import proposers_for
+
+if TYPE_CHECKING:  # the engine (torch) is imported only once the command line has been checked
+    import uvicorn
+
+    from adaspec.runtime.server.app import ServeState
+    from adaspec.runtime.server.scheduler import Job, Outcome
 
 log = logging.getLogger("adaspec.serve")
 
@@ -96,7 +95,7 @@ def load(p: ServePlan, state: ServeState) -> None:
     from adaspec.runtime.engine import build_engine
     from adaspec.runtime.models import load_tokenizer, tokenizer_fingerprint
     from adaspec.runtime.proposers.adaptive import adaptive_config
-    from adaspec.runtime.server.revisions import RevisionManager
+    from adaspec.runtime.server.revisions import RevisionManager, RevisionRecord
     from adaspec.runtime.server.scheduler import FifoScheduler
 
     args, t0 = p.args, time.monotonic()
@@ -209,20 +208,24 @@ def capture_hook(sink: CaptureSink, revisions: Any) -> Callable[[Job, Outcome], 
     return hook
 
 
-class _Server(uvicorn.Server):
+def _server_class() -> Any:
     """uvicorn's server, which also stops admitting requests the moment SIGTERM arrives."""
+    import uvicorn
 
-    def __init__(self, config: uvicorn.Config, state: ServeState) -> None:
-        super().__init__(config)
-        self._state = state
+    class DrainingServer(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config, state: ServeState) -> None:
+            super().__init__(config)
+            self._state = state
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        if self._state.status in ("ok", "loading"):
-            self._state.status = "draining"
-            log.info("event=draining signal=%s", sig)
-        if self._state.scheduler is not None:
-            self._state.scheduler.drain()
-        super().handle_exit(sig, frame)
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self._state.status in ("ok", "loading"):
+                self._state.status = "draining"
+                log.info("event=draining signal=%s", sig)
+            if self._state.scheduler is not None:
+                self._state.scheduler.drain()
+            super().handle_exit(sig, frame)
+
+    return DrainingServer
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -237,6 +240,13 @@ def run_serve(args: argparse.Namespace) -> int:
         tokens = admin_tokens(args)
     except (SettingsError, LocationError, ValueError) as exc:
         raise CommandError(str(exc)) from None
+    import uvicorn
+    from prometheus_client import start_http_server
+    from starlette.applications import Starlette
+
+    from adaspec.runtime.server.app import ServeState, build_app
+    from adaspec.runtime.server.metrics import RuntimeMetrics
+
     metrics = RuntimeMetrics(p.proposers, args.role)
     state = ServeState(
         model_id=args.served_model_name or p.target_dir.name,
@@ -246,7 +256,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_tokens_limit=args.max_tokens_limit,
         default_max_tokens=args.default_max_tokens,
     )
-    server: _Server | None = None
+    server: uvicorn.Server | None = None
 
     def load_or_fail() -> None:
         try:
@@ -279,7 +289,7 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(max(1, args.shutdown_grace)),
         lifespan="on",
     )
-    server = _Server(config, state)
+    server = _server_class()(config, state)
     start_http_server(args.metrics_port, addr=args.host, registry=metrics.registry)
     log.info(
         "event=listening api=http://%s:%d metrics=http://%s:%d/metrics",

@@ -1,19 +1,15 @@
-"""Draft revisions of a serving process: verify everything, load, swap between requests; admin tokens."""
+"""Draft revisions of a serving process: verify everything, load, swap between requests."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import hmac
 import logging
-import secrets
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from adaspec.privatefile import create_private_file
 from adaspec.runtime.artifacts import (
     ArtifactError,
     ArtifactMismatch,
@@ -26,9 +22,11 @@ from adaspec.runtime.models import CachedLM, ModelLoadError
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig, AdaptiveProposer
 from adaspec.runtime.server.locations import LocationError, resolve
 from adaspec.runtime.server.protocol import APIError
+from adaspec.runtime.server.tokens import STATIC
 
 log = logging.getLogger("adaspec.serve")
-STATIC = "static"  # the revision built from the static draft itself (no artifact)
+
+__all__ = ["STATIC", "LoadedRevision", "RevisionManager", "RevisionRecord", "refusal"]
 
 
 @dataclass(frozen=True)
@@ -156,41 +154,3 @@ class RevisionManager:
             close = getattr(proposer, "close", None)
             if callable(close):
                 close()
-
-
-class AdminTokens:
-    """Bearer tokens of the admin API (only their sha256 digests are kept; never logged)."""
-
-    def __init__(self, digests: set[str], source: Path) -> None:
-        if not digests:
-            raise ValueError(f"admin token file {str(source)!r} holds no token")
-        self._digests = digests
-        self.source = source
-
-    @classmethod
-    def from_file(cls, path: Path) -> AdminTokens:
-        """Read one token per line (first field; blank lines and # comments ignored)."""
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ValueError(f"admin token file {str(path)!r}: {exc.strerror}") from None
-        tokens = {ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")}
-        return cls({_digest(t) for t in tokens}, path)
-
-    @classmethod
-    def generated(cls, state_dir: Path) -> AdminTokens:
-        """Reuse or create `<state_dir>/admin-token` (mode 0600) holding one random token."""
-        path = state_dir / "admin-token"
-        create_private_file(path, secrets.token_urlsafe(32) + "\n")
-        return cls.from_file(path)
-
-    def check(self, header: str | None) -> bool:
-        """Whether an `Authorization` header carries one of the tokens."""
-        if not header or not header.startswith("Bearer "):
-            return False
-        digest = _digest(header[len("Bearer ") :].strip())
-        return any(hmac.compare_digest(digest, d) for d in self._digests)
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adaspec.runtime.server.revisions import AdminTokens
+from adaspec.runtime.server.tokens import AdminTokens
 
 
 def _mode(path: Path) -> int:
