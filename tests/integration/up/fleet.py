@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import yaml
 
+from adaspec.runtime.server.probe import wait_healthy
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -71,17 +73,7 @@ class Up:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"up exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"up not ready after {timeout} s:\n{self.log_text()[-3000:]}")
+        wait_healthy(self.url, self.proc, self.log, "up", timeout, interval_s=0.5)
 
     def stop(self, timeout: float = 90.0) -> int:
         """SIGTERM, wait; kill what is left (up and its runtimes); return up's exit code."""

@@ -173,22 +173,9 @@ class HttpServe:
             raise
 
     def _wait_ready(self) -> None:
-        import httpx
+        from adaspec.runtime.server.probe import wait_healthy
 
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(
-                    f"adaspec serve exited with {self.proc.returncode} (log {self.log}):\n{tail}"
-                )
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"adaspec serve not ready after {READY_TIMEOUT_S:.0f} s (log {self.log})")
+        wait_healthy(self.url, self.proc, self.log, "adaspec serve", READY_TIMEOUT_S)
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)

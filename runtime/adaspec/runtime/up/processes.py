@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from adaspec.runtime.server.probe import healthy
 
 log = logging.getLogger("adaspec.up")
 RUNTIME_TOKEN_FILE = "runtime-admin-token"
@@ -95,13 +95,9 @@ class Runtime:
 
     def ready(self) -> bool:
         """Return whether /health answers 200; raise RuntimeError with the log's tail if it exited."""
-        if self.proc is None or self.proc.poll() is not None:
-            code = None if self.proc is None else self.proc.returncode
-            raise RuntimeError(f"{self.role} runtime exited with {code}; its log ends:\n{self.tail()}")
-        try:
-            return httpx.get(self.url + "/health", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        if self.proc is None:
+            raise RuntimeError(f"{self.role} runtime was never started")
+        return healthy(self.url, self.proc, self.log_path, f"{self.role} runtime")
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM, wait (then SIGKILL); return the exit code (None when it never started)."""

@@ -9,12 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from adaspec.runtime.server.probe import wait_healthy
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
@@ -72,17 +71,7 @@ class Serving:
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         """Wait until /health answers 200; raise with the log's tail if the process exits first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"serve not ready after {timeout} s:\n{self.log_text()[-3000:]}")
+        wait_healthy(self.url, self.proc, self.log, "serve", timeout)
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, then wait; return the exit code."""
