@@ -4,7 +4,9 @@ runtime and its metrics the control plane; Go traffic (the draft knows only Pyth
 
 from __future__ import annotations
 
-import time
+import contextlib
+import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,11 +96,28 @@ def test_traffic_through_the_front_reaches_stable_and_the_control_plane(
     assert "drift" not in kinds(fleet)
 
 
+def drift_state(up: Up) -> dict[str, Any]:
+    """The drift policy's state as the control plane stored it (the API does not show it)."""
+    with contextlib.closing(sqlite3.connect(up.state / "controlplane.db")) as db:
+        rows = db.execute("SELECT state FROM speculators").fetchall()
+    if not rows:
+        return {}
+    state: dict[str, Any] = json.loads(rows[0][0] or "{}").get("drift") or {}
+    return state
+
+
 def test_go_traffic_drifts_adapts_and_loads_a_canary(fleet: Up, prompts: list[Prompt]) -> None:
     python = [p for p in prompts if p.lang == "python"]
     go = [p for p in prompts if p.lang == "go"]
-    send(fleet, python)  # the reference: enough Python draft tokens (also when run alone)
-    time.sleep(10)  # two evaluations (demo preset: every 4 s) consume the Python window
+
+    # the reference must be made of Python traffic alone: send Python until the drift policy's stored state
+    # says the reference is established (a fixed sleep raced the evaluation interval)
+    def reference_established() -> bool:
+        send(fleet, python[:8])
+        return drift_state(fleet).get("reference") is not None
+
+    send(fleet, python)
+    wait_for("a drift reference on Python traffic", reference_established, timeout=180, every=0)
 
     def drifted() -> bool:
         send(fleet, go[:8])
