@@ -1,8 +1,10 @@
 """Tiny Llama-architecture target and draft models trained here, on CPU, from source code on the machine.
 
 `adaspec fixtures --out DIR` writes DIR/target and DIR/draft as Hugging Face directories (safetensors,
-tokenizer.json). The target learns Python and Go; the draft only Python, so a drift to Go is a real
-drift for it. Results are cached by a hash of the recipe (settings, files, library versions).
+tokenizer.json). The target learns Python and Go; the draft is distilled from the target on Python only
+(it learns the target's next-token distribution there, as a static draft is made), so a drift to Go is a
+real drift for it: held-out greedy agreement about 0.47 on Python against 0.24 on Go. Results are cached
+by a hash of the recipe (settings, files, library versions).
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ class FixtureRecipe:
     bytes_per_lang: int = 1_000_000
     seq_len: int = 96
     batch: int = 8
-    target_steps: int = 300
-    draft_steps: int = 200
+    # enough for the target to tell the languages apart (loss ~2.5); a weaker one predicts Go almost as
+    # it does Python, and its drafts then see no drift
+    target_steps: int = 3000
+    draft_steps: int = 1000
     lr: float = 3e-3
     seed: int = 0
     versions: dict[str, str] = field(default_factory=dict)
@@ -101,8 +105,19 @@ def _llama(shape: ModelShape, recipe: FixtureRecipe) -> Any:
     )
 
 
-def _train_lm(model: Any, stream: torch.Tensor, steps: int, recipe: FixtureRecipe, desc: str) -> float:
-    """Next-token training on random windows of a token stream [N]; returns the final loss (EMA)."""
+def _train_lm(
+    model: Any,
+    stream: torch.Tensor,
+    steps: int,
+    recipe: FixtureRecipe,
+    desc: str,
+    teacher: Any | None = None,
+) -> float:
+    """Train on random windows of a token stream [N]; return the final loss (EMA).
+
+    Without a teacher: next-token cross-entropy on the text. With one: distillation, the KL divergence
+    from the teacher's next-token distribution to the model's at every position.
+    """
     gen = torch.Generator().manual_seed(recipe.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.1)
@@ -113,7 +128,20 @@ def _train_lm(model: Any, stream: torch.Tensor, steps: int, recipe: FixtureRecip
         starts = torch.randint(0, len(stream) - recipe.seq_len - 1, (recipe.batch,), generator=gen)
         x = torch.stack([stream[s : s + recipe.seq_len + 1] for s in starts.tolist()])  # [B, T+1]
         logits = model(input_ids=x[:, :-1]).logits  # [B, T, vocab]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        if teacher is None:
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1)
+            )
+        else:
+            with torch.no_grad():
+                want = teacher(input_ids=x[:, :-1]).logits.log_softmax(-1)  # [B, T, vocab]
+            got = logits.log_softmax(-1)
+            loss = torch.nn.functional.kl_div(
+                got.reshape(-1, got.shape[-1]),
+                want.reshape(-1, want.shape[-1]),
+                log_target=True,
+                reduction="batchmean",
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -181,6 +209,7 @@ def _train_all(home: Path, recipe: FixtureRecipe, files: dict[str, list[SourceFi
     tmp = home.with_name(home.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     report: dict[str, Any] = {"recipe": asdict(recipe)}
+    teacher = None
     for part, shape, langs, steps in (
         ("target", recipe.target, recipe.target_langs, recipe.target_steps),
         ("draft", recipe.draft, recipe.draft_langs, recipe.draft_steps),
@@ -189,13 +218,15 @@ def _train_all(home: Path, recipe: FixtureRecipe, files: dict[str, list[SourceFi
         torch.manual_seed(recipe.seed)
         model = _llama(shape, recipe)
         ts = time.perf_counter()
-        loss = _train_lm(model, stream, steps, recipe, desc=f"fixture {part}")
+        loss = _train_lm(model, stream, steps, recipe, desc=f"fixture {part}", teacher=teacher)
+        teacher = model  # the draft learns from the trained target
         model.save_pretrained(str(tmp / part), safe_serialization=True)
         tok.save_pretrained(str(tmp / part))
         report[part] = {
             "params": sum(p.numel() for p in model.parameters()),
             "train_tokens": int(len(stream)),
             "languages": list(langs),
+            "objective": "next token" if part == "target" else "distilled from the target",
             "final_loss": round(loss, 4),
             "seconds": round(time.perf_counter() - ts, 1),
         }
