@@ -197,6 +197,14 @@ class ControlPlane:
                 with self.factory() as s, s.begin():
                     run = s.execute(select(AdaptationRun).where(AdaptationRun.run_id == run_id)).scalar_one()
                     run.status, run.message, run.finished_at = "failed", st.message[:2000], now
+                    spec = s.get(Speculator, run.speculator_id)
+                    if spec is not None:  # the reason (the offline gate's, or the exit) in the decision log
+                        d = Decision(
+                            kind="adaptation_failed",
+                            reason=st.message[:500] or "adaptation run failed",
+                            inputs={"run_id": run_id, "parent": run.parent_revision},
+                        )
+                        record(s, spec, d, "actuator", now, revision=run.parent_revision)
                     log.warning("event=adaptation_failed run=%s message=%s", run_id, st.message[:200])
 
     def register_candidate(

@@ -11,6 +11,7 @@ DecisionKind = Literal[
     "drift",
     "recovered",
     "adapt",
+    "adaptation_failed",
     "start_canary",
     "canary_check",
     "promote",
