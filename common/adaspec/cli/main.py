@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "adaspec.runtime.server.cli",
     "adaspec.runtime.adapt.cli",
     "adaspec.runtime.up.cli",
+    "adaspec.runtime.demo.cli",
     "adaspec.operator.cli",
     "adaspec.controlplane.cli",
     "adaspec.devcluster.cli",

@@ -84,7 +84,25 @@ def _spec(sp: Speculator) -> dict[str, Any]:
         "tokensPerSecond": sp.tokens_per_second,
         "lastDriftTime": _iso(sp.last_drift_at),
         "lastAdaptationTime": _iso(sp.last_adaptation_at),
+        **_progress(dict(sp.state or {})),
     }
+
+
+def _progress(state: dict[str, Any]) -> dict[str, Any]:
+    """The policies' progress, read-only: the drift detector on the stable revision, the canary's checks."""
+    drift = dict(state.get("drift") or {})
+    out: dict[str, Any] = {
+        "drift": {
+            "revision": drift.get("revision"),
+            "reference": drift.get("reference"),
+            "statistic": drift.get("statistic", 0.0),
+            "drifted": bool(drift.get("drifted", False)),
+        }
+    }
+    canary = state.get("canary")
+    if canary:
+        out["canary"] = {k: canary.get(k, 0) for k in ("revision", "successes", "failures", "inconclusive")}
+    return out
 
 
 def _decision(d: DecisionRecord, names: dict[int, str]) -> dict[str, Any]:

@@ -365,3 +365,14 @@ def ensure_draft(
     if cached is None:
         raise RuntimeError(f"draft in {str(out)!r}: manifest does not match recipe {digest[:12]}")
     return out, cached, True
+
+
+def default_static_draft(
+    target_dir: Path, python: CorpusSpec, budget_minutes: float = 15.0, seed: int = 0
+) -> tuple[Path, dict[str, Any], bool]:
+    """Return (dir, manifest, built_now) of the static draft `bench drift` and `demo` share: train-draft's
+    recipe on `python`, cached under `<cache>/drafts/static-python` (trained when absent or stale)."""
+    from adaspec.runtime.pretrained import cache_root
+
+    recipe = DraftRecipe(lang="python", budget_minutes=budget_minutes, seed=seed)
+    return ensure_draft(target_dir, python, cache_root() / "drafts" / "static-python", recipe)

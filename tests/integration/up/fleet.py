@@ -143,3 +143,10 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not after {timeout} s")
         time.sleep(every)
+
+
+def loop_settings(fixture_dir: Path) -> dict[str, Any]:
+    """`adaspec up` settings of the closed loop on the fixtures: the demo's (`adaspec demo --fixtures`)."""
+    from adaspec.runtime.demo.settings import demo_settings
+
+    return demo_settings(fixture_dir / "target", fixture_dir / "draft", fixtures=True)

@@ -35,7 +35,6 @@ NEEDS_DRAFT = ("static", "adaptive", "hybrid")
 # windows are 4 requests so that each phase still shows a trend.
 QUICK = {"requests_per_phase": 8, "max_new_tokens": 32, "window": 4}
 FULL = {"requests_per_phase": 32, "max_new_tokens": 96, "window": 8}
-DEFAULT_DRAFT_NAME = "static-python"
 
 
 @dataclass
@@ -120,8 +119,7 @@ def static_draft_for(config: DriftConfig, target_dir: Path) -> tuple[Path | None
     """Return the static draft directory and its manifest (trained by train-draft's recipe when absent)."""
     import json
 
-    from adaspec.runtime.pretrained import cache_root
-    from adaspec.runtime.train_draft import DraftRecipe, ensure_draft
+    from adaspec.runtime.train_draft import default_static_draft
 
     if not any(s in NEEDS_DRAFT for s in config.strategies):
         return None, {}
@@ -132,9 +130,7 @@ def static_draft_for(config: DriftConfig, target_dir: Path) -> tuple[Path | None
     python = next((p for p in config.phases if p.lang == "python"), None)
     if python is None:
         raise WorkloadError("the default static draft is trained on a python phase; give --static-draft DIR")
-    recipe = DraftRecipe(lang="python", budget_minutes=config.draft_budget_minutes, seed=config.seed)
-    out = cache_root() / "drafts" / DEFAULT_DRAFT_NAME
-    path, manifest, built = ensure_draft(target_dir, python, out, recipe)
+    path, manifest, built = default_static_draft(target_dir, python, config.draft_budget_minutes, config.seed)
     if built:
         config.notes.append(
             f"the static draft was trained in this run ({draft_report(manifest)['seconds']:.0f} s)"
