@@ -56,6 +56,9 @@ def add_adapt_parser(sub: Any) -> argparse.ArgumentParser:
     a.add_argument("--steps", type=positive_int, default=200, help="optimisation steps (the recipe)")
     a.add_argument("--time-budget", type=positive_float, default=900.0, help="seconds; a cap on training")
     a.add_argument("--lr", type=positive_float, default=2e-3)
+    a.add_argument(
+        "--window", type=positive_int, default=128, help="tokens of a captured request per training step"
+    )
     a.add_argument("--lookahead", type=positive_int, default=4, help="draft tokens per step in the replay")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="cpu")

@@ -72,9 +72,15 @@ def distil(
     budget_s: float,
     seed: int,
     device: str,
+    window: int = 128,
 ) -> dict[str, float]:
     """Forward-KL distillation toward the target on the captured sequences (DistillSpec arXiv 2310.08461,
-    on served traffic as Online Speculative Decoding arXiv 2310.07177 does); returns what it did."""
+    on served traffic as Online Speculative Decoding arXiv 2310.07177 does); returns what it did.
+
+    Each step takes one captured request and a random span of at most `window` of its tokens (prompt and
+    output): on CPU a step over a whole 400-token request costs the target's forward pass and the draft's
+    full-vocabulary logits at every position, several seconds for SmolLM2.
+    """
     trained = freeze_tables_if_dominant(student.train())
     opt = torch.optim.AdamW(trained.values(), lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
@@ -84,7 +90,9 @@ def distil(
     for _ in bar:
         if time.monotonic() - t0 > budget_s:
             break
-        ids = seqs[rng.randrange(len(seqs))]  # [1, T]
+        seq = seqs[rng.randrange(len(seqs))]  # [1, T]
+        start = rng.randrange(max(1, seq.shape[1] - window + 1))
+        ids = seq[:, start : start + window]  # [1, <= window]
         with torch.no_grad():
             teacher = target(input_ids=ids).logits  # [1, T, vocab]
         loss = kd_loss(student(input_ids=ids).logits, teacher)
@@ -100,7 +108,9 @@ def distil(
     return {"steps": done, "seconds": round(time.monotonic() - t0, 1), "final_kl": round(ema, 4)}
 
 
-def replay(target: CachedLM, draft: Any, records: list[CapturedRequest], k: int, t_verify: float) -> Replay:
+def replay(
+    target: CachedLM, draft: Any, records: list[CapturedRequest], k: int, t_verify: float, name: str = "draft"
+) -> Replay:
     """Re-decode the held-out prompts greedily with `draft` proposing k tokens a step; measure acceptance
     and model tokens/s from measured costs (target pass over k+1 tokens, one draft step)."""
     lm = CachedLM(draft, target.device)
@@ -111,7 +121,8 @@ def replay(target: CachedLM, draft: Any, records: list[CapturedRequest], k: int,
         Controller(ControllerConfig(fixed_k=k), CostModel({1: 1.0}, {})),
     )
     drafts = draft_tokens = accepted = generated = passes = 0
-    for rec in records:
+    bar = tqdm.tqdm(records, desc=f"adapt: replay {name}", unit="req", mininterval=2.0, file=sys.stderr)
+    for rec in bar:
         res = engine.generate(rec.prompt_ids, max(1, len(rec.output_ids)))
         s = res.stats.per_speculator["draft"]
         drafts, draft_tokens, accepted = (
@@ -183,12 +194,20 @@ def run_adapt(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     candidate = copy.deepcopy(parent)
     training = distil(
-        candidate, target_model, train, args.steps, args.lr, args.time_budget, args.seed, args.device
+        candidate,
+        target_model,
+        train,
+        args.steps,
+        args.lr,
+        args.time_budget,
+        args.seed,
+        args.device,
+        args.window,
     )
     target = CachedLM(target_model, args.device)
     t_verify = measure_verify_seconds(target, [args.lookahead + 1])[args.lookahead + 1]
-    before = replay(target, parent, heldout, args.lookahead, t_verify)
-    after = replay(target, candidate, heldout, args.lookahead, t_verify)
+    before = replay(target, parent, heldout, args.lookahead, t_verify, "parent")
+    after = replay(target, candidate, heldout, args.lookahead, t_verify, "candidate")
     reasons = gate(before, after, len(heldout), args.min_heldout, args.min_improvement)
     revision = args.revision or (f"r-{args.run_id}" if args.run_id else f"r{int(time.time())}")
     result: dict[str, Any] = {
