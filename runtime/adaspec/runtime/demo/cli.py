@@ -33,6 +33,9 @@ def register(sub: Any) -> None:
     d.add_argument("--fixtures", action="store_true", help="the tiny fixture models: a quick look")
     d.add_argument("--out", type=Path, default=Path("build/demo"), help="report, plot, state (wiped)")
     d.add_argument("--shift-to", default="go", help="language of the second phase (default go)")
+    d.add_argument(
+        "--shift-files", type=positive_int, default=8, help="files of the new language the traffic comes from"
+    )
     d.add_argument("--python-requests", type=positive_int, default=24, help="requests before the shift")
     d.add_argument(
         "--after-requests", type=positive_int, default=16, help="requests after the promotion or rejection"
@@ -41,5 +44,11 @@ def register(sub: Any) -> None:
     d.add_argument("--max-tokens", type=positive_int, default=48, help="tokens per completion")
     d.add_argument("--time-limit", type=positive_int, default=1800, help="seconds; the demo stops there")
     d.add_argument("--draft-budget-minutes", type=float, default=15.0, help="static draft training cap")
+    d.add_argument(
+        "--adapting-pause",
+        type=float,
+        default=10.0,
+        help="seconds between requests while an adaptation run is in flight (it shares the CPU); 0: none",
+    )
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo)

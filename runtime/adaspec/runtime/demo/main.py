@@ -91,16 +91,39 @@ def _pretrained_models(args: argparse.Namespace, count: int) -> Models:
         return list(tok(text, add_special_tokens=False).input_ids)
 
     exclude = set(draft_report(manifest).get("training_files", []))
-    phases = []
-    for lang, n in (("python", args.python_requests), (args.shift_to, min(count, 150))):
-        try:
-            prompts, _ = cut_prompts(
-                list_corpus(corpora[lang]), encode, n, seed=args.seed, exclude=exclude, heldout_only=True
-            )
-        except WorkloadError as exc:
-            raise CommandError(str(exc)) from exc
-        phases.append((lang, prompts))
-    return Models(target, draft, phases, notes)
+    try:
+        python, _ = cut_prompts(
+            list_corpus(corpora["python"]),
+            encode,
+            args.python_requests,
+            seed=args.seed,
+            exclude=exclude,
+            heldout_only=True,
+        )
+        shifted = codebase_prompts(
+            list_corpus(corpora[args.shift_to]), encode, args.shift_files, 150, args.seed
+        )
+    except WorkloadError as exc:
+        raise CommandError(str(exc)) from exc
+    notes.append(f"{args.shift_to} traffic: {len(shifted)} prompts from {args.shift_files} files")
+    return Models(target, draft, [("python", python), (args.shift_to, shifted)], notes)
+
+
+def codebase_prompts(corpus: Any, encode: Any, files: int, count: int, seed: int) -> list[Prompt]:
+    """`count` prompts cut at different places of `files` held-out files of `corpus`, interleaved: the
+    traffic of a team that moved to a codebase in another language (what it asks next resembles what it
+    asked before, as served traffic does, which is what adapting to it can win)."""
+    from dataclasses import replace
+
+    from adaspec.runtime.workloads import cut_prompts
+
+    picked, _ = cut_prompts(corpus, encode, files, seed=seed, heldout_only=True)
+    subset = replace(corpus, files=tuple(p.file_id for p in picked))
+    rounds = [
+        cut_prompts(subset, encode, len(picked), seed=seed + 1 + r)[0] for r in range(-(-count // files))
+    ]
+    out = [p for batch in rounds for p in batch]
+    return out[:count]
 
 
 class Fleet:
@@ -144,13 +167,14 @@ class Traffic(threading.Thread):
     """Sends the phases' prompts one after the other through the front endpoint (the `openai` client)."""
 
     def __init__(
-        self, base_url: str, models: Models, max_tokens: int, limit: int, timeline: Timeline
+        self, base_url: str, models: Models, max_tokens: int, limit: int, timeline: Timeline, pause_s: float
     ) -> None:
         super().__init__(name="demo-traffic", daemon=True)
         import openai
 
         self.client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=2, timeout=300)
         self.models, self.max_tokens, self.limit, self.timeline = models, max_tokens, limit, timeline
+        self.pause_s = pause_s  # between requests while an adaptation run is in flight
         self.stop_after: int | None = None  # set by the view: requests still to send
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -170,6 +194,8 @@ class Traffic(threading.Thread):
                     if self.stop_after <= 0:
                         break
                     self.stop_after -= 1
+                if self.timeline.speculator.get("phase") == "adapting":
+                    self.done.wait(self.pause_s)
                 t0 = time.time()
                 raw = self.client.completions.with_raw_response.create(
                     model=model, prompt=list(prompt.token_ids), max_tokens=self.max_tokens, temperature=0
@@ -190,8 +216,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     console = Console() if sys.stdout.isatty() else Console(width=120)  # a log file gets whole rows
     limit = args.max_requests
-    with console.status("preparing the models and prompts (the first run converts and trains; cached)"):
-        models = _fixture_models(args, limit) if args.fixtures else _pretrained_models(args, limit)
+    # no spinner here: a first run converts the model and trains the draft under their own progress bars
+    console.print("preparing the models and prompts (a first run converts and trains them; cached after)")
+    models = _fixture_models(args, limit) if args.fixtures else _pretrained_models(args, limit)
     for note in models.notes:
         console.print(f"[dim]{note}[/dim]")
     out: Path = args.out
@@ -206,7 +233,14 @@ def run_demo(args: argparse.Namespace) -> int:
         with console.status("starting adaspec up: stable and canary runtimes, control plane"):
             fleet.wait_ready(timeout_s=900)
         console.print(f"adaspec up ready at {fleet.url} (state {fleet.state}, log {fleet.log})")
-        traffic = Traffic(fleet.url + "/v1", models, args.max_tokens, limit, timeline)
+        if args.adapting_pause > 0:
+            console.print(
+                f"[dim]while an adaptation run is in flight the demo waits {args.adapting_pause:.0f} s "
+                "between "
+                "requests: on this machine the run shares the CPU with the serving runtimes (in a cluster it "
+                "is a Job on its own GPU)[/dim]"
+            )
+        traffic = Traffic(fleet.url + "/v1", models, args.max_tokens, limit, timeline, args.adapting_pause)
         timeline.started = time.time()  # the view's and the plot's clock: seconds since the first request
         traffic.start()
         code = watch(console, fleet, traffic, timeline, args)
