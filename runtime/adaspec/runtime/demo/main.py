@@ -252,6 +252,7 @@ def run_demo(args: argparse.Namespace) -> int:
     report = {"settings": settings, "args": {k: str(v) for k, v in vars(args).items() if k != "func"}}
     report.update(timeline.to_json())
     (out / "demo.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    console.print()
     console.print(render_summary(timeline))
     plot = save_plot(timeline, out / "acceptance.png")
     console.print(f"plot: {plot}; records: {out / 'demo.json'}")
