@@ -31,7 +31,7 @@ demo: venv
 bench: venv
 	$(VENV)/bin/adaspec bench drift --quick --out build/drift-quick
 
-## micro: the decoder on the tiny fixture models (trained here in ~30 s, cached), every strategy, ~30 s
+## micro: the decoder on the tiny fixture models (trained here in ~3 min, cached), every strategy, ~40 s
 micro: venv
 	$(VENV)/bin/adaspec bench micro
 
