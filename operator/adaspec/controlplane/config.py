@@ -49,7 +49,9 @@ class SpeculatorConfig(_Strict):
     endpoints: list[Endpoint] = []
     prometheus_url: str | None = None
     prometheus_selector: str = ""
-    initial_revision: str = "r0"
+    # the revision a speculator serves before any adaptation: the operator's and the runtime's `static`
+    # (the static draft), so drift on it is seen and a rollback to it is a rollback to the static draft
+    initial_revision: str = Field(default="static", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     schedule: str | None = Field(
         default=None, description="cron expression (5 fields) for scheduled adaptation"
     )

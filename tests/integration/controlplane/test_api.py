@@ -130,7 +130,7 @@ def test_manual_operations_are_audited(client: TestClient) -> None:
         ("rollback", "api:alice"),
     ]
     revs = client.get("/api/v1/speculators/chat/revisions", headers=h(READER)).json()["items"]
-    assert {r["revision"]: r["phase"] for r in revs} == {"r0": "Promoted", "r1": "RolledBack"}
+    assert {r["revision"]: r["phase"] for r in revs} == {"static": "Promoted", "r1": "RolledBack"}
     assert [x["phase"] for x in revs[1]["history"]] == ["Candidate", "Canary", "Promoted", "RolledBack"]
     assert (
         'adaspec_controlplane_actions_total{kind="rollback",result="ok"} 1.0' in client.get("/metrics").text

@@ -191,7 +191,6 @@ def control_plane_data(
             {
                 "name": settings.speculator,
                 "source": "runtime",
-                "initial_revision": "static",
                 "endpoints": [{"url": url, "role": role} for role, url in metrics_urls.items()],
             }
         ],
