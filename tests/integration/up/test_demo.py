@@ -36,6 +36,11 @@ def test_the_demo_on_the_fixtures_shows_drift_adaptation_and_promotion(
     langs = [r["lang"] for r in report["requests"]]
     assert langs[0] == "python" and langs[-1] == "go"
     assert {r["role"] for r in report["requests"]} == {"stable", "canary"}
+    samples = report["samples"]  # fetched incrementally while it ran: each once, all revisions seen
+    assert len({(x["ts"], x["target"]) for x in samples}) == len(samples), "a sample was fetched twice"
+    served = {(x["role"], x["revision"]) for x in samples if x["draftTokens"]}
+    promoted = report["speculator"]["stableRevision"]
+    assert {("stable", "static"), ("canary", promoted), ("stable", promoted)} <= served, served
     assert (out / "acceptance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = done.stdout
     for line in ("drift", "start_canary", "promote", "adaspec demo: summary", "go, after promote"):

@@ -271,7 +271,8 @@ def watch(console: Any, fleet: Fleet, traffic: Traffic, timeline: Timeline, args
         while not traffic.done.is_set():
             time.sleep(2.0)
             timeline.speculator = fleet.get("/api/v1/speculators")["items"][0]
-            timeline.samples = fleet.get("/api/v1/speculators/default/metrics", limit=5000)["items"]
+            since = {"since": timeline.samples[-1]["ts"]} if timeline.samples else {}  # only the new ones
+            timeline.samples += fleet.get("/api/v1/speculators/default/metrics", limit=5000, **since)["items"]
             decisions = fleet.get("/api/v1/decisions", limit=5000)["items"]
             for d in decisions[seen:]:
                 if d["kind"] in SHOWN:
