@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
+from adaspec.controlplane.actuators import read_token
 from adaspec.runtime.server.probe import wait_healthy
 
 
@@ -43,7 +44,7 @@ class Up:
         return dict(json.loads((self.state / "up.json").read_text()))
 
     def token(self) -> str:
-        return first_token(self.state / "admin-token")
+        return read_token(self.state / "admin-token")
 
     def api(self, path: str, **params: Any) -> Any:
         """GET the control plane's `path` with the generated admin token; return the JSON."""
@@ -59,7 +60,7 @@ class Up:
     def serving(self, role: str) -> dict[str, Any]:
         """The runtime `role`'s `GET /admin/v1/revisions` (with the runtimes' generated token)."""
         url = self.info()["runtimes"][role]["url"]
-        token = first_token(self.state / "runtime-admin-token")
+        token = read_token(self.state / "runtime-admin-token")
         r = httpx.get(url + "/admin/v1/revisions", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         r.raise_for_status()
         return dict(r.json())
@@ -95,13 +96,6 @@ class Up:
             except ProcessLookupError:
                 pass
         return code
-
-
-def first_token(path: Path) -> str:
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            return line.split()[0]
-    raise ValueError(f"{path}: no token")
 
 
 def start_up(workdir: Path, settings: dict[str, Any], timeout: float = 300.0) -> Up:

@@ -144,9 +144,9 @@ class Fleet:
 
     def wait_ready(self, timeout_s: float) -> None:
         wait_healthy(self.url, self.proc, self.log, "adaspec up", timeout_s, interval_s=1.0)
-        token = (self.state / "admin-token").read_text().splitlines()
-        first = next(line.split()[0] for line in token if line.strip() and not line.startswith("#"))
-        self.http.headers["Authorization"] = f"Bearer {first}"
+        from adaspec.controlplane.actuators import read_token  # the token file's one reader
+
+        self.http.headers["Authorization"] = f"Bearer {read_token(self.state / 'admin-token')}"
 
     def get(self, path: str, **params: Any) -> Any:
         r = self.http.get(path, params=params)

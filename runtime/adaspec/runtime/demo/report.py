@@ -43,9 +43,6 @@ class Timeline:
         langs = [r["lang"] for r in self.requests]
         return next((r["t"] for r in self.requests if r["lang"] != langs[0]), None) if langs else None
 
-    def decided(self, kind: str) -> float | None:
-        return next((_ts(d["at"]) for d in self.decisions if d["kind"] == kind), None)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "started": self.started,
@@ -81,19 +78,13 @@ def segments(tl: Timeline, now: float) -> list[tuple[str, float, float]]:
     """The demo's phases: the first language, the shift until the verdict, after it."""
     langs = list(dict.fromkeys(r["lang"] for r in tl.requests)) or ["python"]
     shift = tl.shift_time() or now
-    verdict = next(
-        (_ts(d["at"]) for d in tl.decisions if d["kind"] in ("promote", "reject", "rollback")), None
-    )
+    verdict = next((d for d in tl.decisions if d["kind"] in ("promote", "reject", "rollback")), None)
     out = [(langs[0], tl.started, shift)]
-    if len(langs) > 1:
-        if verdict is None:
-            out.append((f"{langs[1]}", shift, now))
-        else:
-            kind = next(d["kind"] for d in tl.decisions if d["kind"] in ("promote", "reject", "rollback"))
-            out += [
-                (f"{langs[1]}, before {kind}", shift, verdict),
-                (f"{langs[1]}, after {kind}", verdict, now),
-            ]
+    if len(langs) > 1 and verdict is None:
+        out.append((langs[1], shift, now))
+    elif len(langs) > 1 and verdict is not None:
+        at, kind = _ts(verdict["at"]), verdict["kind"]
+        out += [(f"{langs[1]}, before {kind}", shift, at), (f"{langs[1]}, after {kind}", at, now)]
     return out
 
 
