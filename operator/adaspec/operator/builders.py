@@ -29,6 +29,9 @@ API_PORT = 8000
 METRICS_PORT = 9090
 RUNTIME_UID = 10001
 CONFIG_DIR = "/etc/adaspec"
+STORAGE_DIR = "/var/lib/adaspec"  # spec.storage.claimName: capture/<pod>/ and revisions/ (docs/CONTRACTS.md)
+CAPTURE_SUBDIR = "capture"
+REVISIONS_SUBDIR = "revisions"
 CONFIG_FILE = "controller.yaml"
 HEALTH_PATH = "/health"  # 503 while loading or draining, 200 when ready (docs/CONTRACTS.md, runtime process)
 STARTUP_PERIOD_S = 10
@@ -202,6 +205,9 @@ def runtime_args(spec: AdaptiveSpeculatorSpec, artifact: Artifact, role: Role) -
     if artifact.sha256:
         args.append(f"--draft-sha256={artifact.sha256}")
     args.append(f"--controller-config={CONFIG_DIR}/{CONFIG_FILE}")
+    if spec.storage.claim_name:
+        # one directory per pod: shard names carry the pid, which is the same in every container
+        args.append(f"--capture-dir={STORAGE_DIR}/{CAPTURE_SUBDIR}/$(POD_NAME)")
     return args
 
 
@@ -226,6 +232,7 @@ def build_deployment(
             {"name": "HF_HOME", "value": "/var/cache/adaspec"},
             {"name": "ADASPEC_REVISION", "value": artifact.revision},
             {"name": "ADASPEC_ROLE", "value": role},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
         "resources": resource_requirements(spec.runtime.resources),
         **probes(spec),
@@ -258,6 +265,11 @@ def build_deployment(
             {"name": "cache", "emptyDir": {}},
         ],
     }
+    if spec.storage.claim_name:
+        container["volumeMounts"].append({"name": "storage", "mountPath": STORAGE_DIR})
+        pod_spec["volumes"].append(
+            {"name": "storage", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}
+        )
     if spec.runtime.node_selector:
         pod_spec["nodeSelector"] = dict(sorted(spec.runtime.node_selector.items()))
     if spec.runtime.tolerations:

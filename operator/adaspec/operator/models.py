@@ -120,6 +120,19 @@ class Rollback(_Model):
     guard_window: Duration = "30m"
 
 
+class Storage(_Model):
+    """Where captured traffic and revisions live, shared by the runtime pods and the adaptation Jobs."""
+
+    claim_name: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+        description="A ReadWriteMany PersistentVolumeClaim of the speculator's namespace, mounted at "
+        "/var/lib/adaspec in runtime pods and adaptation Jobs (captured traffic under capture/<pod>, "
+        "revisions under revisions/). Empty: captured traffic stays in each pod and no adaptation Job runs.",
+    )
+
+
 class AdaptiveSpeculatorSpec(_Model):
     """`spec` of an AdaptiveSpeculator."""
 
@@ -132,6 +145,7 @@ class AdaptiveSpeculatorSpec(_Model):
     adaptation: Adaptation = Field(default_factory=Adaptation)
     promotion: Promotion = Field(default_factory=Promotion)
     rollback: Rollback = Field(default_factory=Rollback)
+    storage: Storage = Field(default_factory=Storage)
     paused: bool = False
     pinned_revision: str = ""
 

@@ -112,10 +112,18 @@ def shards(directory: Path) -> list[Path]:
 def read_records(
     directory: Path, since: float | None = None, last: int | None = None
 ) -> Iterator[CapturedRequest]:
-    """Captured requests in time order (from `since`, or only the `last` N); CaptureFormatError names
-    the shard and line of a malformed record. A last line still being written is skipped."""
+    """Captured requests in time order (from `since`, or only the `last` N), from the shards of
+    `directory` and of its subdirectories (one per pod); CaptureFormatError names the shard and line of a
+    malformed record. A last line still being written is skipped."""
     records: list[CapturedRequest] = []
-    for path in shards(directory):
+    # a directory of shards, or of per-pod directories of shards (many runtimes writing to one volume)
+    paths = shards(directory) + [
+        p
+        for sub in (sorted(directory.iterdir()) if directory.is_dir() else [])
+        if sub.is_dir()
+        for p in shards(sub)
+    ]
+    for path in paths:
         with path.open("r", encoding="utf-8", errors="strict") as f:
             for number, line in enumerate(f, 1):
                 if not line.endswith("\n"):
@@ -128,6 +136,7 @@ def read_records(
                     raise CaptureFormatError(f"{path.name}:{number}: {exc}") from None
                 if since is None or rec.time >= since:
                     records.append(rec)
+    records.sort(key=lambda r: r.time)  # stable: one writer's order is kept between equal times
     if last is not None:
         records = records[-last:]
     yield from records

@@ -126,3 +126,29 @@ def test_the_serve_parser_rejects_what_the_builder_must_not_emit() -> None:
     for bad in (["--draft-checksum=abc"], ["--role=shadow"], ["--engine=tgi"], ["--port=0"]):
         with pytest.raises(SystemExit):
             serve_only_parser().parse_args(base + bad)
+
+
+def test_with_a_storage_claim_capture_goes_to_a_per_pod_directory_on_the_claim() -> None:
+    s = AdaptiveSpeculatorSpec.model_validate(
+        {"targetModel": {"uri": "file:///models/target"}, "storage": {"claimName": "fleet-data"}}
+    )
+    dep = builders.build_deployment(builders.Owner("a", "ns", "u"), s, ARTIFACTS[0], "stable", "h")
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "storage"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "storage"]
+    assert volume["persistentVolumeClaim"] == {"claimName": "fleet-data"}
+    args = build_parser().parse_args(container["args"])
+    # `$(POD_NAME)` is expanded by the kubelet from the env the container declares
+    assert args.capture_dir == f"{mount['mountPath']}/{builders.CAPTURE_SUBDIR}/$(POD_NAME)"
+    (env,) = [e for e in container["env"] if e["name"] == "POD_NAME"]
+    assert env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_without_a_storage_claim_capture_stays_in_the_pod() -> None:
+    dep = builders.build_deployment(
+        builders.Owner("a", "ns", "u"), spec("", "", "native"), ARTIFACTS[0], "stable", "h"
+    )
+    pod = dep["spec"]["template"]["spec"]
+    assert "storage" not in {v["name"] for v in pod["volumes"]}
+    assert build_parser().parse_args(pod["containers"][0]["args"]).capture_dir == ""

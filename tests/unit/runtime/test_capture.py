@@ -96,6 +96,18 @@ def test_windows_by_time_and_by_count(tmp_path: Path) -> None:
     assert list(read_records(tmp_path / "none")) == []
 
 
+def test_per_pod_directories_are_read_together_in_time_order(tmp_path: Path) -> None:
+    """Runtime pods on one volume each write `capture/<pod>/`; `adapt` reads `capture/` as one window."""
+    for pod, ids in (("pod-a", (0, 2, 4)), ("pod-b", (1, 3, 5))):
+        w = ShardWriter(tmp_path / pod, max_bytes=1 << 20, retention_s=3600, clock=lambda: 1000.0)
+        for i in ids:
+            w.write(rec(i))
+        w.close()
+    assert [r.id for r in read_records(tmp_path)] == [f"r{i}" for i in range(6)]
+    assert [r.id for r in read_records(tmp_path, last=3)] == ["r3", "r4", "r5"]
+    assert [r.id for r in read_records(tmp_path / "pod-b")] == ["r1", "r3", "r5"]
+
+
 def test_rotation_and_eviction_bound_the_directory(tmp_path: Path) -> None:
     now = [1000.0]
     size = len(rec(0).to_line())
