@@ -7,7 +7,15 @@ PromQL: `sum by (kind) (rate(adaspec_controlplane_decisions_total[1h]))` (decisi
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .policies.decision import DecisionKind
+
+# Every kind a decision can be recorded with ("none" never is): each series exists from the start, at 0,
+# so `increase()` sees the first decision of a kind (manifests/monitoring/prometheusrule.yaml counts them).
+DECISION_KINDS: tuple[str, ...] = tuple(k for k in get_args(DecisionKind) if k != "none")
 
 
 class Telemetry:
@@ -43,6 +51,8 @@ class Telemetry:
             "adaspec_controlplane_job_errors", "Scheduled jobs that raised, by job.", ["job"], registry=r
         )
         self.leader = Gauge("adaspec_controlplane_leader", "1 while this replica schedules.", registry=r)
+        for kind in DECISION_KINDS:
+            self.decisions.labels(kind)
 
     def exposition(self) -> bytes:
         """Return the metrics in the Prometheus text format."""
