@@ -14,6 +14,7 @@ from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Authenticator, Open, Principal
+from .auth import Scope as AuthScope
 from .service import Conflict, ControlPlane, NotFound
 from .store.models import DecisionRecord, MetricSample, Revision, RevisionPhase, Speculator
 
@@ -133,20 +134,18 @@ def principal(request: Request) -> Principal:
     return found
 
 
-def reader(p: Annotated[Principal, Depends(principal)]) -> Principal:
-    """Return a caller with at least read scope."""
-    return p
+def _needs(scope: AuthScope) -> Any:
+    def check(p: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not p.allows(scope):
+            raise HTTPException(403, f"{p.subject} has scope {p.scope}; this needs {scope}")
+        return p
+
+    return check
 
 
-def admin(p: Annotated[Principal, Depends(principal)]) -> Principal:
-    """Return a caller with admin scope (403 for read-only tokens)."""
-    if not p.allows("admin"):
-        raise HTTPException(403, f"{p.subject} has scope read; this needs admin")
-    return p
-
-
-Reader = Annotated[Principal, Depends(reader)]
-Admin = Annotated[Principal, Depends(admin)]
+Reader = Annotated[Principal, Depends(_needs("read"))]
+Admin = Annotated[Principal, Depends(_needs("admin"))]
+Registrar = Annotated[Principal, Depends(_needs("register"))]  # admin, or an adaptation Job's token
 
 
 def create_app(
@@ -282,8 +281,12 @@ def create_app(
         return {"items": [_decision(d, names) for d in reversed(rows)]}
 
     @app.post("/api/v1/speculators/{name}/revisions", status_code=201)
-    def candidate(name: str, body: CandidateIn, who: Admin) -> dict[str, Any]:
-        one(name)
+    def candidate(name: str, body: CandidateIn, who: Registrar) -> dict[str, Any]:
+        found = one(name)
+        account = who.subject.split(":")
+        if who.scope == "register" and account[:2] == ["system", "serviceaccount"]:
+            if len(account) != 4 or account[2] != found.namespace:  # a Job registers for its namespace
+                raise HTTPException(403, f"{who.subject} may register revisions in its own namespace only")
         now = cp.clock()
         cp.register_candidate(
             name,

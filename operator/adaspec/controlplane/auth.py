@@ -14,8 +14,9 @@ from typing import Any, Literal, Protocol
 
 from adaspec.privatefile import create_private_file
 
-Scope = Literal["read", "admin"]
-SCOPES: tuple[Scope, ...] = ("read", "admin")
+# read: look; admin: everything; register: POST a candidate revision, nothing else (adaptation Jobs)
+Scope = Literal["read", "admin", "register"]
+SCOPES: tuple[Scope, ...] = ("read", "admin", "register")
 log = logging.getLogger("adaspec.controlplane.auth")
 
 
@@ -27,8 +28,8 @@ class Principal:
     scope: Scope
 
     def allows(self, needed: Scope) -> bool:
-        """Return whether this principal's scope covers `needed` (admin covers read)."""
-        return self.scope == "admin" or needed == "read"
+        """Return whether this principal's scope covers `needed` (admin covers every scope)."""
+        return self.scope == "admin" or self.scope == needed
 
 
 class Authenticator(Protocol):
@@ -40,7 +41,7 @@ def _digest(token: str) -> bytes:
 
 
 class TokenFile:
-    """Tokens from a file, one per line: `<token> <read|admin> [subject]`; `#` starts a comment.
+    """Tokens from a file, one per line: `<token> <read|admin|register> [subject]`; `#` starts a comment.
 
     Only SHA-256 digests are kept in memory; comparison is constant-time.
     """
@@ -105,9 +106,11 @@ class TokenReview:
         read_groups: Sequence[str],
         ttl_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        register_service_accounts: Sequence[str] = (),
     ) -> None:
         self._review = review
         self._admin, self._read = set(admin_groups), set(read_groups)
+        self._register = set(register_service_accounts)
         self._ttl, self._clock = ttl_s, clock
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
 
@@ -122,10 +125,14 @@ class TokenReview:
             user = status.get("user") or {}
             groups = set(user.get("groups") or ())
             name = str(user.get("username") or "unknown")
+            account = name.split(":")  # system:serviceaccount:<namespace>:<name>
+            job = len(account) == 4 and account[:2] == ["system", "serviceaccount"]
             if groups & self._admin:
                 principal = Principal(name, "admin")
             elif groups & self._read:
                 principal = Principal(name, "read")
+            elif job and account[3] in self._register:
+                principal = Principal(name, "register")
         if len(self._cache) > 10000:
             self._cache.clear()
         self._cache[key] = (now, principal)

@@ -92,7 +92,12 @@ def _run(args: argparse.Namespace) -> int:
                 settings.auth.token_file = path
             auth = TokenFile.load(settings.auth.token_file)
         elif settings.auth.mode == "tokenreview":
-            auth = TokenReview(kubernetes_review(), settings.auth.admin_groups, settings.auth.read_groups)
+            auth = TokenReview(
+                kubernetes_review(),
+                settings.auth.admin_groups,
+                settings.auth.read_groups,
+                register_service_accounts=settings.auth.register_service_accounts,
+            )
         else:
             log.warning("event=auth_disabled mode=none")
             auth = Open()

@@ -29,6 +29,12 @@ class Endpoint(_Strict):
 
     url: str = Field(pattern=r"^https?://")
     role: Role = "stable"
+    pod: str = Field(default="", description="`<pod name>/<uid>` of a discovered pod: its series' identity")
+
+    @property
+    def key(self) -> str:
+        """The scrape target's identity: the URL, and the pod where known (an IP may be reused)."""
+        return f"{self.url}#pod={self.pod}" if self.pod else self.url
 
 
 class Policies(_Strict):
@@ -45,7 +51,8 @@ class SpeculatorConfig(_Strict):
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=200)
     namespace: str = "default"
-    source: Literal["runtime", "vllm", "prometheus"] = "runtime"
+    # `pods`: an AdaptiveSpeculator's runtime pods, found through the Kubernetes API (never in the YAML)
+    source: Literal["runtime", "vllm", "prometheus", "pods"] = "runtime"
     endpoints: list[Endpoint] = []
     prometheus_url: str | None = None
     prometheus_selector: str = ""
@@ -61,7 +68,7 @@ class SpeculatorConfig(_Strict):
     def _source_has_address(self) -> SpeculatorConfig:
         if self.source == "prometheus" and not self.prometheus_url:
             raise ValueError(f"speculator {self.name}: source prometheus needs prometheus_url")
-        if self.source != "prometheus" and not self.endpoints:
+        if self.source in ("runtime", "vllm") and not self.endpoints:
             raise ValueError(f"speculator {self.name}: source {self.source} needs endpoints")
         return self
 
@@ -130,13 +137,32 @@ class LocalActuatorConfig(_Strict):
 
 
 class KubernetesActuatorConfig(_Strict):
-    """Fleet mode: SpeculatorRevisions, adaptation Jobs and status patches (docs/CONTRACTS.md)."""
+    """Fleet mode: speculators from AdaptiveSpeculators, SpeculatorRevisions, adaptation Jobs and status
+    patches (docs/CONTRACTS.md)."""
 
-    image: str = "adaspec:latest"
-    job_args: list[str] = Field(default_factory=lambda: list(ADAPT_ARGS))
-    artifact_root: str = "s3://adaspec-artifacts"
-    target_model: str = ""  # {target_model} of the Job (the CR's, once speculators come from CRs)
-    capture: str = ""  # {capture}
+    discover: bool = Field(default=True, description="manage the AdaptiveSpeculators of `namespaces`")
+    namespaces: list[str] = Field(
+        default_factory=list, description="where to find AdaptiveSpeculators (empty: every namespace)"
+    )
+    job_args: list[str] = Field(
+        default_factory=lambda: list(ADAPT_ARGS),
+        description="`adaspec adapt` argv of a Job; placeholders: "
+        + ", ".join(f"{{{p}}}" for p in ADAPT_PLACEHOLDERS),
+    )
+    job_extra_args: list[str] = Field(
+        default_factory=list, description="more `adaspec adapt` flags (the recipe: --steps, --last, ...)"
+    )
+    register_url: HttpUrl = Field(
+        default="http://adaspec-control-plane.adaspec-system.svc:8081",
+        description="this control plane's API as a Job reaches it (the candidate is registered there)",
+    )
+    job_service_account: str = Field(
+        default="adaspec-adaptation",
+        description="ServiceAccount of adaptation Jobs, in each speculator's namespace; its projected token "
+        "may only register candidates (auth.register_service_accounts)",
+    )
+    job_deadline_s: int = Field(default=4 * 3600, ge=60, description="activeDeadlineSeconds of a Job")
+    job_ttl_s: int = Field(default=86400, ge=0, description="ttlSecondsAfterFinished: Jobs kept for logs")
 
 
 class AuthConfig(_Strict):
@@ -146,6 +172,11 @@ class AuthConfig(_Strict):
     token_file: Path | None = None
     admin_groups: list[str] = ["system:masters", "adaspec:admins"]
     read_groups: list[str] = ["adaspec:viewers"]
+    register_service_accounts: list[str] = Field(
+        default_factory=lambda: ["adaspec-adaptation"],
+        description="ServiceAccounts (of any namespace) whose tokens may register candidates and nothing "
+        "else: the adaptation Jobs'",
+    )
     max_body_bytes: int = Field(default=65536, ge=1024)
 
 

@@ -73,6 +73,7 @@ class Runner:
         self.scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._cron: dict[str, str] = {}  # cron job id -> the crontab it was added with
 
     @property
     def leading(self) -> bool:
@@ -84,6 +85,8 @@ class Runner:
         now = self.cp.clock()
         try:
             if kind == "scrape":
+                self.cp.sync_fleet(now)  # AdaptiveSpeculators created, changed or deleted since
+                self._sync_cron()
                 self.cp.scrape(now)
             elif kind == "evaluate":
                 self.cp.poll_runs(now)
@@ -128,18 +131,27 @@ class Runner:
             args=("evaluate",),
             replace_existing=True,
         )
-        wanted = set()
-        for spec in st.speculators:
-            if spec.schedule:
-                job_id = f"adapt-cron:{spec.name}"
-                wanted.add(job_id)
-                trigger = CronTrigger.from_crontab(spec.schedule, timezone=UTC)
-                sched.add_job(ref, trigger, id=job_id, args=("adapt-cron", spec.name), replace_existing=True)
+        self._cron = {}
+        self._sync_cron(sched)
+        sched.resume()
+        self.scheduler = sched
+
+    def _sync_cron(self, sched: BackgroundScheduler | None = None) -> None:
+        """Keep one cron job per speculator schedule of the fleet (a CR's schedule may change)."""
+        sched = sched or self.scheduler
+        if sched is None:
+            return
+        ref = f"{__name__}:job_placeholder"
+        wanted = {f"adapt-cron:{c.name}": c.schedule for c in self.cp.fleet() if c.schedule}
+        for job_id, cron in wanted.items():
+            if self._cron.get(job_id) != cron:
+                trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+                name = job_id.split(":", 1)[1]
+                sched.add_job(ref, trigger, id=job_id, args=("adapt-cron", name), replace_existing=True)
         for job in sched.get_jobs():
             if job.id.startswith("adapt-cron:") and job.id not in wanted:
                 job.remove()
-        sched.resume()
-        self.scheduler = sched
+        self._cron = dict(wanted)
 
     def _stop_scheduler(self) -> None:
         with self._lock:

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import lifecycle
 from .actuators import Actuator, PermanentActionError, execute
-from .config import Settings, SpeculatorConfig
+from .config import Endpoint, Policies, Settings, SpeculatorConfig
 from .counters import Counters, delta
+from .discovery import ClusterFleet, Discovered
 from .fetch import fetch_many
 from .ledger import record, set_phase
 from .policies.decision import Decision
@@ -25,6 +26,7 @@ from .store.models import Action, AdaptationRun, MetricSample, Revision, ScrapeT
 from .telemetry import Telemetry
 
 log = logging.getLogger("adaspec.controlplane")
+KUBE = "kubernetes"  # the actor of decisions a CR's spec made (pause, resume)
 
 
 def utcnow() -> datetime:
@@ -50,18 +52,59 @@ class ControlPlane:
         actuator: Actuator,
         telemetry: Telemetry | None = None,
         clock: Callable[[], datetime] = utcnow,
+        cluster: ClusterFleet | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.actuator = actuator
         self.telemetry = telemetry or Telemetry()
         self.clock = clock
+        self.cluster = cluster
+        # the fleet as last synced: the YAML's speculators, then the AdaptiveSpeculators found
+        self._fleet: dict[str, SpeculatorConfig] = {c.name: c for c in settings.speculators}
+        self._holds: dict[str, str] = {}
 
     # -- fleet -------------------------------------------------------------------------------------
+    def fleet(self) -> list[SpeculatorConfig]:
+        """Return the speculators managed now (as of the last `sync_fleet`)."""
+        return list(self._fleet.values())
+
+    def policies_for(self, name: str) -> Policies:
+        """Return a speculator's policies: its own (the CR's, or the YAML's), else the fleet's."""
+        cfg = self._fleet.get(name)
+        return cfg.policies if cfg is not None and cfg.policies is not None else self.settings.policies
+
+    def _discover(self) -> list[Discovered]:
+        if self.cluster is None:
+            return []
+        static = {c.name for c in self.settings.speculators}
+        found = []
+        seen: dict[str, str] = {}
+        for d in self.cluster.speculators(self.settings.policies):
+            name, ns = d.config.name, d.config.namespace
+            if name in static or name in seen:
+                # the store names speculators by name alone: the first one keeps it
+                log.warning(
+                    "event=speculator_skipped speculator=%s namespace=%s reason=name already managed%s",
+                    name,
+                    ns,
+                    f" in {seen[name]}" if name in seen else " (settings)",
+                )
+                continue
+            seen[name] = ns
+            found.append(d)
+        return found
+
     def sync_fleet(self, now: datetime) -> None:
-        """Create the configured speculators (and their initial stable revision) that the store lacks."""
+        """Bring the store up to the fleet: the configured and discovered speculators (each with its
+        initial stable revision) it lacks are created; a CR's `paused` or `pinnedRevision` pauses it
+        (a pause its CR made is resumed by the CR only, and a person's pause is never resumed by it)."""
+        discovered = self._discover()
+        fleet = {c.name: c for c in self.settings.speculators}
+        fleet.update({d.config.name: d.config for d in discovered})
+        holds = {d.config.name: d.hold for d in discovered}
         with self.factory() as s, s.begin():
-            for cfg in self.settings.speculators:
+            for cfg in fleet.values():
                 spec = s.execute(select(Speculator).where(Speculator.name == cfg.name)).scalar_one_or_none()
                 if spec is None:
                     spec = Speculator(
@@ -75,15 +118,35 @@ class ControlPlane:
                     s.add(spec)
                     s.flush()
                     set_phase(s, spec, cfg.initial_revision, "Promoted", "initial revision", now)
+                elif spec.namespace != cfg.namespace:
+                    spec.namespace = cfg.namespace  # recreated elsewhere under the same name
+                if cfg.name in holds:
+                    self._hold(s, spec, holds[cfg.name], now)
+        self._fleet, self._holds = fleet, holds
+
+    def _hold(self, s: Session, spec: Speculator, hold: str, now: datetime) -> None:
+        """Pause or resume `spec` as its CR says (actor `kubernetes`)."""
+        by_cr = bool((spec.state or {}).get("paused_by_cr"))
+        if hold and spec.phase != "paused":
+            spec.paused_from, spec.phase = spec.phase, "paused"
+            spec.state = {**(spec.state or {}), "paused_by_cr": True}
+            record(s, spec, Decision(kind="pause", reason=hold, inputs={"from": spec.paused_from}), KUBE, now)
+        elif not hold and spec.phase == "paused" and by_cr:
+            spec.phase, spec.paused_from = spec.paused_from or "steady", None
+            spec.state = {k: v for k, v in (spec.state or {}).items() if k != "paused_by_cr"}
+            d = Decision(kind="resume", reason="spec.paused and spec.pinnedRevision cleared", inputs={})
+            record(s, spec, d, KUBE, now)
 
     # -- scraping ----------------------------------------------------------------------------------
     def scrape(self, now: datetime) -> int:
         """Scrape every pod once, store the counter deltas; return the number of pods read."""
-        pods = asyncio.run(self._gather())
+        endpoints = self._endpoints()
+        pods = asyncio.run(self._gather(endpoints))
         ok = 0
         with self.factory() as s, s.begin():
             specs = {sp.name: sp for sp in s.execute(select(Speculator)).scalars()}
             targets = {(t.speculator_id, t.url): t for t in s.execute(select(ScrapeTarget)).scalars()}
+            self._end_series(s, specs, targets, endpoints)
             for (name, url), result in pods.items():
                 spec = specs.get(name)
                 if spec is None:
@@ -138,24 +201,62 @@ class ControlPlane:
         }
         target.last_revision, target.last_role, target.last_ok_at = revision, role, now
 
-    async def _gather(self) -> dict[tuple[str, str], tuple[PodMetrics, str] | Exception]:
+    def _endpoints(self) -> dict[str, tuple[SpeculatorConfig, list[Endpoint]]]:
+        """Return each direct-scrape speculator's endpoints: the YAML's, or its ready pods' (a failed pod
+        listing scrapes nothing for that speculator this round and is logged)."""
+        out: dict[str, tuple[SpeculatorConfig, list[Endpoint]]] = {}
+        for cfg in self.fleet():
+            if cfg.source == "pods":
+                if self.cluster is None:
+                    continue
+                try:
+                    out[cfg.name] = (cfg, self.cluster.endpoints(cfg.name, cfg.namespace))
+                except Exception as exc:
+                    log.warning("event=pod_list_failed speculator=%s error=%s", cfg.name, _describe(exc))
+            elif cfg.source != "prometheus":
+                out[cfg.name] = (cfg, list(cfg.endpoints))
+        return out
+
+    def _end_series(
+        self,
+        s: Session,
+        specs: dict[str, Speculator],
+        targets: dict[tuple[int, str], ScrapeTarget],
+        endpoints: dict[str, tuple[SpeculatorConfig, list[Endpoint]]],
+    ) -> None:
+        """Forget the scrape targets of discovered pods that are gone: their series end (a new pod is a
+        new target, whose first scrape is only a base line)."""
+        for name, (cfg, eps) in endpoints.items():
+            spec = specs.get(name)
+            if cfg.source != "pods" or spec is None:
+                continue
+            live = {e.key for e in eps}
+            for (sid, url), target in list(targets.items()):
+                if sid == spec.id and url not in live:
+                    s.delete(target)
+                    del targets[(sid, url)]
+
+    async def _gather(
+        self, endpoints: dict[str, tuple[SpeculatorConfig, list[Endpoint]]]
+    ) -> dict[tuple[str, str], tuple[PodMetrics, str] | Exception]:
         st = self.settings
         out: dict[tuple[str, str], tuple[PodMetrics, str] | Exception] = {}
-        direct = [(c, e.url, e.role) for c in st.speculators if c.source != "prometheus" for e in c.endpoints]
-        bodies = await fetch_many([u for _, u, _ in direct], st.scrape_timeout_s, st.scrape_concurrency)
-        for cfg, url, role in direct:
-            body = bodies[url]
+        direct = [(cfg, e) for cfg, eps in endpoints.values() for e in eps]
+        urls = sorted({e.url for _, e in direct})
+        bodies = await fetch_many(urls, st.scrape_timeout_s, st.scrape_concurrency)
+        for cfg, e in direct:
+            body = bodies[e.url]
             if isinstance(body, Exception):
-                out[(cfg.name, url)] = body
+                out[(cfg.name, e.key)] = body
                 continue
             try:
-                out[(cfg.name, url)] = (
+                out[(cfg.name, e.key)] = (
                     parse_exposition(body, "vllm" if cfg.source == "vllm" else "runtime"),
-                    role,
+                    e.role,
                 )
             except ValueError as exc:
-                out[(cfg.name, url)] = exc
-        prom = [c for c in st.speculators if c.source == "prometheus"]
+                out[(cfg.name, e.key)] = exc
+        prom = [c for c in self.fleet() if c.source == "prometheus"]
         if prom:
             async with httpx.AsyncClient(timeout=st.scrape_timeout_s) as client:
                 for cfg in prom:
@@ -194,18 +295,24 @@ class ControlPlane:
                     name, st.revision, st.artifact_uri, st.sha256, st.metrics, run_id, "actuator", now
                 )
             elif st.status == "failed":
-                with self.factory() as s, s.begin():
-                    run = s.execute(select(AdaptationRun).where(AdaptationRun.run_id == run_id)).scalar_one()
-                    run.status, run.message, run.finished_at = "failed", st.message[:2000], now
-                    spec = s.get(Speculator, run.speculator_id)
-                    if spec is not None:  # the reason (the offline gate's, or the exit) in the decision log
-                        d = Decision(
-                            kind="adaptation_failed",
-                            reason=st.message[:500] or "adaptation run failed",
-                            inputs={"run_id": run_id, "parent": run.parent_revision},
-                        )
-                        record(s, spec, d, "actuator", now, revision=run.parent_revision)
-                    log.warning("event=adaptation_failed run=%s message=%s", run_id, st.message[:200])
+                self._fail_run(run_id, st.message, now)
+
+    def _fail_run(self, run_id: str, message: str, now: datetime) -> None:
+        """Mark a run failed and put its reason (the offline gate's, the exit, the refusal) in the log."""
+        with self.factory() as s, s.begin():
+            run = s.execute(select(AdaptationRun).where(AdaptationRun.run_id == run_id)).scalar_one_or_none()
+            if run is None or run.status != "running":
+                return
+            run.status, run.message, run.finished_at = "failed", message[:2000], now
+            spec = s.get(Speculator, run.speculator_id)
+            if spec is not None:
+                d = Decision(
+                    kind="adaptation_failed",
+                    reason=message[:500] or "adaptation run failed",
+                    inputs={"run_id": run_id, "parent": run.parent_revision},
+                )
+                record(s, spec, d, "actuator", now, revision=run.parent_revision)
+            log.warning("event=adaptation_failed run=%s message=%s", run_id, message[:200])
 
     def register_candidate(
         self,
@@ -241,14 +348,16 @@ class ControlPlane:
     # -- evaluation and actuation ------------------------------------------------------------------
     def evaluate(self, now: datetime) -> list[Decision]:
         """Run one lifecycle step per speculator (one transaction each); return the decisions."""
+        managed = set(self._fleet)
         with self.factory() as s:
-            names = list(s.execute(select(Speculator.name)).scalars())
+            # a speculator no longer in the fleet (its CR deleted) keeps its history but is not evaluated
+            names = [n for n in s.execute(select(Speculator.name)).scalars() if n in managed]
         out: list[Decision] = []
         for name in names:
             with self.factory() as s, s.begin():
                 spec = self._locked(s, name)
                 ctx = lifecycle.StepContext(
-                    policies=self.settings.policies_for(name),
+                    policies=self.policies_for(name),
                     figures_window_s=max(self.settings.evaluate_interval_s, 300.0),
                 )
                 decisions = lifecycle.step(s, spec, ctx, now)
@@ -286,6 +395,8 @@ class ControlPlane:
                     row = s.get_one(Action, action.id)
                     row.status, row.done_at, row.attempts = "failed", now, row.attempts + 1
                     row.last_error = str(exc)[:2000]
+                if action.kind == "start_adaptation":  # the run never started: it failed, say why
+                    self._fail_run(str(action.payload.get("run_id")), f"not started: {exc}", now)
                 self.telemetry.actions.labels(action.kind, "failed").inc()
                 log.error("event=action_refused id=%d kind=%s error=%s", action.id, action.kind, exc)
                 continue
@@ -309,6 +420,7 @@ class ControlPlane:
     def tick(self, now: datetime | None = None) -> list[Decision]:
         """One full round (scrape, poll runs, evaluate, actuate); return the decisions made."""
         now = now or self.clock()
+        self.sync_fleet(now)
         self.scrape(now)
         self.poll_runs(now)
         decisions = self.evaluate(now)
@@ -339,6 +451,12 @@ class ControlPlane:
             if op == "resume":
                 if spec.phase != "paused":
                     raise Conflict(f"speculator {name} is not paused (phase {spec.phase})")
+                if self._holds.get(name):
+                    raise Conflict(
+                        f"speculator {name} is paused by its AdaptiveSpeculator ({self._holds[name]}): "
+                        "change the resource to resume it"
+                    )
+                spec.state = {k: v for k, v in (spec.state or {}).items() if k != "paused_by_cr"}
                 spec.phase, spec.paused_from = spec.paused_from or "steady", None
                 d = Decision(kind="resume", reason=why, inputs={"to": spec.phase})
                 record(s, spec, d, actor, now)

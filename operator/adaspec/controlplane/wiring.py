@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .actuators import Actuator, LocalActuator, NullActuator
 from .config import Settings
+from .discovery import ClusterFleet
 from .service import ControlPlane, utcnow
 from .store.db import make_engine, migrate, sessions, wait_for
 from .telemetry import Telemetry
@@ -49,11 +50,21 @@ def build_actuator(settings: Settings) -> Actuator:
     return NullActuator()
 
 
+def build_cluster(settings: Settings) -> ClusterFleet | None:
+    """Return the reader of AdaptiveSpeculators when the Kubernetes actuator discovers them, else None."""
+    if settings.actuator != "kubernetes" or not settings.kubernetes.discover:
+        return None
+    from .discovery import ClusterFleet
+
+    return ClusterFleet(settings.kubernetes.namespaces)
+
+
 def build(
     settings: Settings,
     store: Store,
     actuator: Actuator | None = None,
     clock: Callable[[], datetime] | None = None,
+    cluster: ClusterFleet | None = None,
 ) -> ControlPlane:
     """Return a ControlPlane over `store` (the fleet from `settings` synced in)."""
     cp = ControlPlane(
@@ -62,6 +73,7 @@ def build(
         actuator if actuator is not None else build_actuator(settings),
         Telemetry(),
         clock=utcnow if clock is None else clock,
+        cluster=cluster if cluster is not None else build_cluster(settings),
     )
     cp.sync_fleet(cp.clock())
     return cp

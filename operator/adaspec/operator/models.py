@@ -38,7 +38,6 @@ GPU = "nvidia.com/gpu"
 Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY)], Field()]
 
 
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
 

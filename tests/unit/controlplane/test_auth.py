@@ -86,3 +86,23 @@ def test_a_readable_admin_token_file_is_refused_naming_it(tmp_path: Path) -> Non
         ensure_admin_token(path)
     assert "tok-0123456789abcdef" not in str(err.value)
     assert path.read_text() == "tok-0123456789abcdef admin\n"  # left as it was
+
+
+def test_an_adaptation_jobs_service_account_may_only_register() -> None:
+    job = "system:serviceaccount:ml:adaspec-adaptation"
+    answers: dict[str, dict[str, Any]] = {
+        "job": {"authenticated": True, "user": {"username": job, "groups": ["system:serviceaccounts"]}},
+        "other": {
+            "authenticated": True,
+            "user": {"username": "system:serviceaccount:ml:default", "groups": ["system:serviceaccounts"]},
+        },
+        "lookalike": {"authenticated": True, "user": {"username": "adaspec-adaptation", "groups": []}},
+    }
+    auth = TokenReview(
+        answers.__getitem__, ["adaspec:admins"], [], register_service_accounts=["adaspec-adaptation"]
+    )
+    principal = auth.authenticate("job")
+    assert principal == Principal(job, "register")
+    assert principal.allows("register") and not principal.allows("read") and not principal.allows("admin")
+    assert auth.authenticate("other") is None and auth.authenticate("lookalike") is None
+    assert Principal("ops", "admin").allows("register") and not Principal("dash", "read").allows("register")

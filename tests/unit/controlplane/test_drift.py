@@ -91,3 +91,16 @@ def test_state_round_trips_through_json() -> None:
 def test_policy_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="treshold"):
         DriftPolicy.model_validate({"treshold": 0.1})
+
+
+def test_a_window_short_of_samples_past_max_window_starts_again() -> None:
+    """spec.adaptation.driftWindow: traffic older than the window is never compared."""
+    policy = POLICY.model_copy(update={"max_window_s": 600.0})
+    state = drift.reset_for("r1", T0)
+    d, kept = drift.decide(window(0.7, 50), policy, state, T0 + timedelta(seconds=599))
+    assert (d.reason, kept.since) == ("insufficient samples", T0)
+    d, restarted = drift.decide(window(0.7, 50), policy, state, T0 + timedelta(seconds=601))
+    assert d.kind == "none" and d.reason == "window expired with insufficient samples"
+    assert restarted.since == T0 + timedelta(seconds=601)
+    d, unbounded = drift.decide(window(0.7, 50), POLICY, state, T0 + timedelta(days=1))
+    assert unbounded.since == T0  # no max_window_s: the window waits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from adaspec.controlplane.config import KubernetesActuatorConfig
@@ -20,6 +21,8 @@ from adaspec.controlplane.kube import (
     revision_phase_patch,
     rollback_patch,
 )
+from adaspec.operator.builders import Owner
+from adaspec.operator.models import AdaptiveSpeculatorSpec
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 
@@ -45,15 +48,40 @@ def test_status_patches_follow_the_contract() -> None:
     assert revision_phase_patch("Rejected", "worse") == {"status": {"phase": "Rejected", "reason": "worse"}}
 
 
-def test_adaptation_job() -> None:
-    cfg = KubernetesActuatorConfig(image="ghcr.io/x/adaspec:1", artifact_root="s3://bucket/")
-    job = adaptation_job("chat", "ml", "chat-run3", "r6", cfg)
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    assert job["metadata"]["name"] == "adapt-chat-run3"
-    assert container["args"][0] == "adapt"
-    assert "--speculator=chat" in container["args"] and "--parent=r6" in container["args"]
-    assert "--out=s3://bucket/chat/chat-run3" in container["args"]
-    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+def _spec(**extra: object) -> AdaptiveSpeculatorSpec:
+    return AdaptiveSpeculatorSpec.model_validate(
+        {"targetModel": {"uri": "file:///m/t"}, "storage": {"claimName": "fleet"}, **extra}
+    )
+
+
+def test_adaptation_job_is_built_from_the_speculator() -> None:
+    spec = _spec(
+        runtime={"image": "ghcr.io/x/adaspec:1", "nodeSelector": {"gpu": "h100"}},
+        adaptation={"resources": {"limits": {"nvidia.com/gpu": 2}}},
+    )
+    job = adaptation_job(
+        Owner("chat", "ml", "u1"), spec, "chat-run3", "r6", "file:///a/r6", KubernetesActuatorConfig()
+    )
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert job["metadata"]["name"] == "adapt-chat-run3" and job["metadata"]["namespace"] == "ml"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "u1"  # deleted with its speculator
+    assert container["image"] == "ghcr.io/x/adaspec:1"
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "2"}}
+    assert pod["nodeSelector"] == {"gpu": "h100"} and pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == "adaspec-adaptation" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["onExitCodes"]["values"] == [2, 3]  # bad input, gate refused: no retry
+    assert job["spec"]["activeDeadlineSeconds"] == 4 * 3600
+
+
+def test_an_adaptation_job_needs_the_storage_claim() -> None:
+    spec = AdaptiveSpeculatorSpec.model_validate({"targetModel": {"uri": "file:///m/t"}})
+    with pytest.raises(ValueError, match="spec.storage.claimName is empty"):
+        adaptation_job(Owner("chat", "ml", "u1"), spec, "run", None, "", KubernetesActuatorConfig())
 
 
 def test_job_status() -> None:
@@ -64,6 +92,27 @@ def test_job_status() -> None:
     assert job_status({"status": {"active": 1}}).status == "running"
     done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     assert job_status(done).status == "failed" and "without registering" in job_status(done).message
+
+
+def _pod(code: int, message: str) -> dict[str, object]:
+    term = {"exitCode": code, "reason": "Error", "message": message}
+    return {
+        "metadata": {"name": "adapt-run-x"},
+        "status": {
+            "startTime": "2026-01-01T00:00:00Z",
+            "containerStatuses": [{"state": {"terminated": term}}],
+        },
+    }
+
+
+def test_a_failed_jobs_reason_comes_from_its_pod() -> None:
+    failed = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]}}
+    gated = _pod(3, "gate: refused, nothing written:\n  - acceptance 0.20 < parent 0.21 + 0.02\n")
+    st = job_status(failed, [gated])
+    assert st.message.startswith("no candidate: the offline gate refused it: acceptance 0.20 < parent")
+    crashed = job_status(failed, [_pod(2, "adaspec adapt: error: no captured traffic in '/x'")])
+    assert "exit code 2: adaspec adapt: error: no captured traffic" in crashed.message
+    assert "(PodFailurePolicy)" in crashed.message
 
 
 def test_dns_name() -> None:

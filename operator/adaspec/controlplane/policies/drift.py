@@ -31,6 +31,12 @@ class DriftPolicy(PolicyConfig):
     threshold: float = Field(
         default=0.15, gt=0, description="evidence (sum of drops beyond slack) that is drift"
     )
+    max_window_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="a window still short of min_draft_tokens after this long starts again (traffic "
+        "older than this is never compared); None: windows wait as long as it takes",
+    )
     recover_margin: float = Field(default=0.03, ge=0)
     recover_windows: int = Field(default=3, ge=1)
 
@@ -63,6 +69,13 @@ def decide(
     call sees a longer window (sparse traffic never decides on a handful of tokens).
     """
     if window.draft_tokens < policy.min_draft_tokens:
+        age = (now - state.since).total_seconds() if state.since is not None else 0.0
+        if policy.max_window_s is not None and age > policy.max_window_s:
+            return Decision(
+                kind="none",
+                reason="window expired with insufficient samples",
+                inputs={"draft_tokens": window.draft_tokens, "window_s": age},
+            ), state.model_copy(update={"since": now})
         return Decision(
             kind="none",
             reason="insufficient samples",
