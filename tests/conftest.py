@@ -1,4 +1,5 @@
-"""Shared fixtures: `kube_cluster`, a real Kubernetes API server (started only when a test asks for it)."""
+"""Shared fixtures: `kube_cluster`, a real Kubernetes API server (started only when a test asks for it), and
+the fixture models and prompts of the runtime, `up` and Kubernetes loop tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +87,26 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         yield KubeCluster(running.kubeconfig, str(running.kubectl), started_here=True)
     finally:
         cluster.stop(state, procs=running.procs, keep_logs=True)
+
+
+# Real fixture models (trained here, cached by recipe) and prompts cut from held-out source files, for the
+# runtime's, `adaspec up`'s and the Kubernetes loop's tests (imported lazily: the control-plane tests need
+# no torch).
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    from adaspec.runtime.fixtures import build_fixtures
+
+    return build_fixtures()
+
+
+@pytest.fixture(scope="session")
+def prompts(fixture_dir: Path) -> list[Any]:
+    """52 prompts (`adaspec.runtime.workloads.Prompt`): 26 Python (the draft's language) and 26 Go (unseen
+    by the draft), 48 tokens each."""
+    from adaspec.runtime.microbench import cut_prompts
+    from adaspec.runtime.models import load_tokenizer
+
+    tok = load_tokenizer(fixture_dir / "target")
+    out = [p for lang in ("python", "go") for p in cut_prompts(tok, lang, 26, length=48)]
+    assert len(out) == 52
+    return out

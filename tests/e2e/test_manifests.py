@@ -52,6 +52,10 @@ def can_i(cluster: Any, account: str, verb: str, resource: str) -> str:
 
 CONTROL_PLANE = "system:serviceaccount:adaspec-system:adaspec-control-plane"
 CONTROL_PLANE_ALLOWED = [
+    ("list", "adaptivespeculators.adaspec.dev"),  # the fleet comes from the cluster
+    ("watch", "adaptivespeculators.adaspec.dev"),
+    ("list", "pods"),  # each runtime pod scraped at its own IP
+    ("get", "speculatorrevisions.adaspec.dev"),  # a run's parent artifact
     ("create", "speculatorrevisions.adaspec.dev"),
     ("patch", "speculatorrevisions.adaspec.dev/status"),
     ("patch", "adaptivespeculators.adaspec.dev/status"),
@@ -63,8 +67,9 @@ CONTROL_PLANE_ALLOWED = [
 CONTROL_PLANE_DENIED = [
     ("patch", "adaptivespeculators.adaspec.dev"),  # status only: the spec is the user's
     ("delete", "speculatorrevisions.adaspec.dev"),
-    ("list", "adaptivespeculators.adaspec.dev"),
     ("delete", "jobs.batch"),
+    ("delete", "pods"),
+    ("update", "adaptivespeculators.adaspec.dev"),
     ("get", "secrets"),
     ("create", "pods"),
     ("create", "deployments.apps"),

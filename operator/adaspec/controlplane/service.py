@@ -461,6 +461,10 @@ class ControlPlane:
                 d = Decision(kind="resume", reason=why, inputs={"to": spec.phase})
                 record(s, spec, d, actor, now)
                 return d
+            if op in ("promote", "rollback") and self._holds.get(name):
+                raise Conflict(
+                    f"speculator {name}: its AdaptiveSpeculator holds every change ({self._holds[name]})"
+                )
             if op == "promote":
                 if (
                     revision is not None

@@ -193,6 +193,7 @@ def runtime_args(spec: AdaptiveSpeculatorSpec, artifact: Artifact, role: Role) -
         f"--port={API_PORT}",
         f"--metrics-port={METRICS_PORT}",
         f"--engine={spec.runtime.engine}",
+        f"--strategy={spec.runtime.strategy}",
         f"--target-model={spec.target_model.uri}",
     ]
     if spec.target_model.tokenizer:

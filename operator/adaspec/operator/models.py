@@ -82,6 +82,11 @@ class Runtime(_Model):
     image: str = Field(default="ghcr.io/adaspec/runtime:0.1.0", min_length=1)
     replicas: int = Field(default=1, ge=0)
     engine: Literal["native", "vllm"] = "native"
+    strategy: Literal["hybrid", "adaptive"] = Field(
+        default="hybrid",
+        description="Speculators the pods run: hybrid (static draft, adaptive draft and suffix matching, the "
+        "controller choosing) or adaptive (the adaptive draft alone, so acceptance measures the draft's revision).",
+    )
     resources: Resources = Field(default_factory=_gpu_resources)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from adaspec.controlplane.config import KubernetesActuatorConfig
+from adaspec.controlplane.actuators import PermanentActionError
+from adaspec.controlplane.config import KubernetesActuatorConfig, Policies
+from adaspec.controlplane.discovery import ClusterFleet
 from adaspec.controlplane.kube import KubernetesActuator, adapting_patch
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -61,7 +63,12 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any, identity: 
         "apiVersion": "adaspec.dev/v1alpha1",
         "kind": "AdaptiveSpeculator",
         "metadata": {"name": "chat", "namespace": ns},
-        "spec": {"targetModel": {"uri": "hf://org/model"}},
+        "spec": {
+            "targetModel": {"uri": "hf://org/model"},
+            "staticDraft": {"uri": "file:///models/draft"},
+            "runtime": {"image": "adaspec:test"},
+            "storage": {"claimName": "fleet-data"},
+        },
     }
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(aspec))
     admin = config.new_client_from_config(config_file=str(cluster.kubeconfig))
@@ -69,12 +76,18 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any, identity: 
         "adaspec.dev", "v1alpha1", ns, "adaptivespeculators", "chat", {"status": {"stableRevision": "r0"}}
     )
     api = api_client(cluster, identity)
-    act = KubernetesActuator(KubernetesActuatorConfig(image="adaspec:test"), api_client=api)
+    act = KubernetesActuator(KubernetesActuatorConfig(), api_client=api)
 
-    act.start_adaptation("chat", ns, "chat-run1", "r0")
-    act.start_adaptation("chat", ns, "chat-run1", "r0")  # retried action: no error, one Job
+    act.start_adaptation("chat", ns, "chat-run1", "static")
+    act.start_adaptation("chat", ns, "chat-run1", "static")  # retried action: no error, one Job
     job = get(cluster, "job", ns, "adapt-chat-run1")
-    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "adaspec:test"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "adaspec:test"  # the CR's runtime image
+    assert "--parent-artifact=file:///models/draft" in container["args"]  # the CR's static draft
+    assert job["metadata"]["ownerReferences"][0]["name"] == "chat"
+    # a parent with no SpeculatorRevision cannot be adapted from: refused for good, not retried
+    with pytest.raises(PermanentActionError, match="chat-r9"):
+        act.start_adaptation("chat", ns, "chat-run2", "r9")
     assert act.poll_adaptation("chat", ns, "chat-run1").status == "running"
     conditions = {c["type"]: c for c in get(cluster, "aspec", ns, "chat")["status"]["conditions"]}
     adapting = conditions["Adapting"]
@@ -91,6 +104,9 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any, identity: 
         )
     assert refused.value.status == 409
 
+    # a candidate without an artifact is invalid for the CRD (422): failed for good, not retried forever
+    with pytest.raises(PermanentActionError, match="422"):
+        act.start_canary("chat", ns, "r-bad", None, "r0")
     act.start_canary("chat", ns, "r1", "s3://bucket/chat/r1", "r0")
     act.start_canary("chat", ns, "r1", "s3://bucket/chat/r1", "r0")
     status = get(cluster, "aspec", ns, "chat")["status"]
@@ -112,6 +128,17 @@ def test_canary_promote_rollback_through_the_api_server(cluster: Any, identity: 
     assert status["stableRevision"] == "r0"
     rolled = get(cluster, "specrev", ns, "chat-r1")["status"]
     assert rolled == {"phase": "RolledBack", "reason": "regression after promotion"}
+
+    # discovery, with the same identity: the CR and its (here: no) pods
+    fleet = ClusterFleet([ns], api_client=api)
+    (found,) = fleet.speculators(Policies())
+    assert (found.config.name, found.config.namespace, found.spec.storage.claim_name) == (
+        "chat",
+        ns,
+        "fleet-data",
+    )
+    assert fleet.endpoints("chat", ns) == []
+    assert "chat" in {d.config.name for d in ClusterFleet(api_client=api).speculators(Policies())}
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 

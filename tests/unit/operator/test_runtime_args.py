@@ -68,6 +68,7 @@ def expected(s: AdaptiveSpeculatorSpec, artifact: Artifact, role: Role) -> dict[
         "port": builders.API_PORT,
         "metrics_port": builders.METRICS_PORT,
         "engine": s.runtime.engine,
+        "strategy": s.runtime.strategy,
         "target_model": s.target_model.uri,
         "tokenizer": s.target_model.tokenizer,
         "static_draft": s.static_draft.uri,
