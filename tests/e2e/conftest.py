@@ -83,3 +83,14 @@ def operator(installed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         op.stop()
         if os.environ.get("ADASPEC_E2E_SHOW_LOG"):
             print(op.tail(200))
+
+
+@pytest.fixture(scope="module")
+def pod_runner(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Run a PodRunner (tests/e2e/podrunner.py) on the cluster for the tests of one module: pods labelled
+    app.kubernetes.io/name=adaspec with the nodeSelector adaspec.dev/pod-runner=true run as local
+    processes; its Node is deleted at the end."""
+    from .podrunner import PodRunner
+
+    with PodRunner(kube_cluster.kubeconfig, tmp_path_factory.mktemp("pod-runner")) as runner:
+        yield runner
