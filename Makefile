@@ -40,8 +40,9 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-## cluster: build the pinned Kubernetes components for the end-to-end tests (cached by version; the first
-## build takes about 16 minutes on 2 cores); skipped when KUBECONFIG points the tests at an existing cluster
+## cluster: build the pinned Kubernetes components and promtool for the end-to-end tests (cached by version;
+## the first build takes about 16 minutes on 2 cores, promtool 4 more); skipped when KUBECONFIG points the
+## tests at an existing cluster (the monitoring test then builds promtool itself)
 cluster: venv
 	@if [ -n "$$KUBECONFIG" ]; then echo "KUBECONFIG is set: tests use that cluster"; \
 	else $(VENV)/bin/adaspec dev cluster build; fi

@@ -16,7 +16,9 @@ def register(sub: Any) -> None:
     actions.required = True
     up = actions.add_parser("up", help="start it (building missing binaries); print the kubeconfig path")
     up.add_argument("--gpu-nodes", type=int, default=2, help="kwok nodes with nvidia.com/gpu capacity")
-    build = actions.add_parser("build", help="build missing etcd/Kubernetes/kwok binaries into the cache")
+    build = actions.add_parser(
+        "build", help="build missing etcd/Kubernetes/kwok binaries and promtool into the cache"
+    )
     build.set_defaults(func=_build)
     down = actions.add_parser("down", help="stop it and remove its data")
     env = actions.add_parser("env", help="print `export KUBECONFIG=...`")
@@ -29,7 +31,7 @@ def _build(args: argparse.Namespace) -> int:
     from adaspec.devcluster import build
 
     del args
-    for name, path in build.build_all().items():
+    for name, path in build.build_all(components=build.COMPONENTS + build.TOOLS).items():
         print(f"{name} {path}")
     return 0
 

@@ -100,3 +100,52 @@ def test_the_lock_excludes_another_process(tmp_path: Path) -> None:
     finally:
         proc.kill() if proc.poll() is None else None
         proc.stdout.close()
+
+
+BUILDER = """
+import sys, time
+from pathlib import Path
+from adaspec.devcluster import build
+
+root = Path(sys.argv[1])
+log = root / "events.log"
+fake = build.Component("fake", "example.com/fake", "v0.0.1", ("example.com/fake/cmd/fake",))
+
+
+def note(event):
+    with log.open("a") as fh:
+        fh.write(event + "\\n")
+
+
+def make(component, root, jobs):
+    note("build started")
+    time.sleep(1.0)  # the other process arrives at the lock meanwhile
+    out = build.bin_dir(component, root)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fake").write_text("#!/bin/true\\n")
+    note("build finished")
+
+
+note("arrived")
+print(build.build(fake, root, make=make), flush=True)
+"""
+
+
+def test_two_processes_building_one_component_build_it_once(tmp_path: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILDER, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    out = tmp_path / "fake" / "v0.0.1" / "bin"
+    assert [r[0].strip() for r in results] == [str(out)] * 2
+    events = (tmp_path / "events.log").read_text().splitlines()
+    assert events.count("build started") == 1 and events.count("build finished") == 1
+    assert events.index("build finished") > max(i for i, e in enumerate(events) if e == "arrived")  # at once
+    assert (out / "fake").is_file()

@@ -28,3 +28,21 @@ def test_env_prints_the_kubeconfig_export(
     args = build_parser().parse_args(["dev", "cluster", "env", "--name", "t"])
     assert args.func(args) == 0
     assert capsys.readouterr().out == f"export KUBECONFIG={tmp_path / 'clusters' / 't' / 'kubeconfig'}\n"
+
+
+def test_build_builds_the_cluster_and_the_tools(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adaspec.devcluster import build
+
+    asked: list[tuple[build.Component, ...]] = []
+
+    def fake_build_all(*, components: tuple[build.Component, ...]) -> dict[str, Path]:
+        asked.append(components)
+        return {b: Path("/c") / b for c in components for b in c.binaries()}
+
+    monkeypatch.setattr(build, "build_all", fake_build_all)
+    args = build_parser().parse_args(["dev", "cluster", "build"])
+    assert args.func(args) == 0
+    assert asked == [build.COMPONENTS + build.TOOLS]
+    assert "promtool /c/promtool\n" in capsys.readouterr().out

@@ -65,3 +65,28 @@ def test_kubeconfig_points_at_the_server_with_the_admin_certificate(tmp_path: Pa
 def test_stop_without_a_cluster_is_a_no_op(tmp_path: Path) -> None:
     cluster.stop(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_promtool_is_a_tool_built_beside_the_cluster(tmp_path: Path) -> None:
+    assert build.PROMTOOL in build.TOOLS and build.PROMTOOL not in build.COMPONENTS
+    assert build.PROMTOOL.binaries() == ("promtool",)
+    assert build.bin_dir(build.PROMTOOL, tmp_path) == tmp_path / "promtool" / build.PROMETHEUS_VERSION / "bin"
+    flags = build._ldflags(build.PROMTOOL)
+    assert "-X github.com/prometheus/common/version.Version=3.16.0" in flags  # v0.316.0 is Prometheus 3.16.0
+    bad = build.Component("promtool", "github.com/prometheus/prometheus", "v3.16.0", ("x/cmd/promtool",))
+    with pytest.raises(ValueError, match="PROMETHEUS_VERSION"):
+        build._ldflags(bad)
+
+
+def test_promtool_is_built_only_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+
+    def fake_go_build(component: build.Component, root: Path, jobs: int) -> None:
+        made.append(component.name)
+        build.bin_dir(component, root).mkdir(parents=True)
+        (build.bin_dir(component, root) / "promtool").write_text("#!/bin/true\n")
+
+    monkeypatch.setattr(build, "go_build", fake_go_build)
+    assert build.promtool(tmp_path) == tmp_path / "promtool" / build.PROMETHEUS_VERSION / "bin" / "promtool"
+    assert build.promtool(tmp_path).is_file()
+    assert made == ["promtool"]
