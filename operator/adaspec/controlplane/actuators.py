@@ -9,12 +9,13 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, assert_never
 
 import httpx
 
 from adaspec.operator.models import dns_label
 
+from .actions import AbortCanary, ActionModel, Promote, Rollback, StartAdaptation, StartCanary
 from .config import LocalActuatorConfig, Role
 
 log = logging.getLogger("adaspec.controlplane.actuator")
@@ -93,34 +94,43 @@ def fill(template: str, values: dict[str, str]) -> str:
     return template
 
 
-def execute(actuator: Actuator, kind: str, p: dict[str, Any]) -> None:
-    """Carry out one recorded action (`kind` with its stored payload; payloads recorded before `sha256`
-    was part of them carry none)."""
-    name, ns = p["speculator"], p["namespace"]
-    if kind == "start_adaptation":
-        actuator.start_adaptation(name, ns, p["run_id"], p.get("parent"))
-    elif kind == "start_canary":
-        actuator.start_canary(
-            name, ns, p["revision"], p.get("artifact_uri"), p.get("parent"), sha256=p.get("sha256")
-        )
-    elif kind == "promote":
-        actuator.promote(
-            name, ns, p["revision"], p.get("artifact_uri"), p.get("previous"), sha256=p.get("sha256")
-        )
-    elif kind == "abort_canary":
-        actuator.abort_canary(name, ns, p["revision"], p.get("reason", ""))
-    elif kind == "rollback":
-        actuator.rollback(
-            name,
-            ns,
-            p["revision"],
-            p["to_revision"],
-            p.get("artifact_uri"),
-            p.get("reason", ""),
-            sha256=p.get("sha256"),
-        )
-    else:
-        raise ValueError(f"action kind: unknown {kind!r}")
+def execute(actuator: Actuator, action: ActionModel) -> None:
+    """Carry out one recorded `action` (parsed from the store by `actions.parse_action`)."""
+    match action:
+        case StartAdaptation():
+            actuator.start_adaptation(action.speculator, action.namespace, action.run_id, action.parent)
+        case StartCanary():
+            actuator.start_canary(
+                action.speculator,
+                action.namespace,
+                action.revision,
+                action.artifact_uri,
+                action.parent,
+                sha256=action.sha256,
+            )
+        case Promote():
+            actuator.promote(
+                action.speculator,
+                action.namespace,
+                action.revision,
+                action.artifact_uri,
+                action.previous,
+                sha256=action.sha256,
+            )
+        case AbortCanary():
+            actuator.abort_canary(action.speculator, action.namespace, action.revision, action.reason)
+        case Rollback():
+            actuator.rollback(
+                action.speculator,
+                action.namespace,
+                action.revision,
+                action.to_revision,
+                action.artifact_uri,
+                action.reason,
+                sha256=action.sha256,
+            )
+        case _:
+            assert_never(action)
 
 
 class NullActuator:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import Authenticator, Open, Principal
 from .auth import Scope as AuthScope
 from .service import Conflict, ControlPlane, NotFound
+from .state import LifecycleState, SpeculatorPhase, load_state
 from .store.models import DecisionRecord, MetricSample, Revision, RevisionPhase, Speculator
 
 NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # the SpeculatorRevision CRD's pattern for revisions
@@ -74,10 +75,11 @@ def _iso(t: datetime | None) -> str | None:
 
 
 def _spec(sp: Speculator) -> dict[str, Any]:
+    phase: SpeculatorPhase = sp.phase
     return {
         "name": sp.name,
         "namespace": sp.namespace,
-        "phase": sp.phase,
+        "phase": phase,
         "stableRevision": sp.stable_revision,
         "canaryRevision": sp.canary_revision,
         "acceptanceRate": sp.acceptance_rate,
@@ -85,24 +87,29 @@ def _spec(sp: Speculator) -> dict[str, Any]:
         "tokensPerSecond": sp.tokens_per_second,
         "lastDriftTime": _iso(sp.last_drift_at),
         "lastAdaptationTime": _iso(sp.last_adaptation_at),
-        **_progress(dict(sp.state or {})),
+        **_progress(load_state(sp)),
     }
 
 
-def _progress(state: dict[str, Any]) -> dict[str, Any]:
+def _progress(state: LifecycleState) -> dict[str, Any]:
     """The policies' progress, read-only: the drift detector on the stable revision, the canary's checks."""
-    drift = dict(state.get("drift") or {})
+    drift = state.drift
     out: dict[str, Any] = {
         "drift": {
-            "revision": drift.get("revision"),
-            "reference": drift.get("reference"),
-            "statistic": drift.get("statistic", 0.0),
-            "drifted": bool(drift.get("drifted", False)),
+            "revision": drift.revision if drift else None,
+            "reference": drift.reference if drift else None,
+            "statistic": drift.statistic if drift else 0.0,
+            "drifted": drift.drifted if drift else False,
         }
     }
-    canary = state.get("canary")
+    canary = state.canary
     if canary:
-        out["canary"] = {k: canary.get(k, 0) for k in ("revision", "successes", "failures", "inconclusive")}
+        out["canary"] = {
+            "revision": canary.revision,
+            "successes": canary.successes,
+            "failures": canary.failures,
+            "inconclusive": canary.inconclusive,
+        }
     return out
 
 

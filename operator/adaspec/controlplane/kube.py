@@ -21,7 +21,7 @@ from adaspec.operator.builders import (
     owner_reference,
     resource_requirements,
 )
-from adaspec.operator.models import AdaptiveSpeculatorSpec, revision_object_name
+from adaspec.operator.models import AdaptiveSpeculatorSpec, RevisionPhase, revision_object_name
 from adaspec.operator.models import dns_label as dns_name
 from adaspec.operator.status import merge_conditions
 
@@ -63,7 +63,7 @@ def revision_body(
     }
 
 
-def revision_phase_patch(phase: str, reason: str = "") -> dict[str, Any]:
+def revision_phase_patch(phase: RevisionPhase, reason: str = "") -> dict[str, Any]:
     """Return the status patch that moves a SpeculatorRevision to `phase`."""
     return {"status": {"phase": phase, "reason": reason}}
 
@@ -318,7 +318,7 @@ class KubernetesActuator:
         except self._exc as exc:
             raise self._refused(exc, f"patch of AdaptiveSpeculator {ns}/{name} status") from None
 
-    def _rev(self, ns: str, speculator: str, revision: str, phase: str, reason: str = "") -> None:
+    def _rev(self, ns: str, speculator: str, revision: str, phase: RevisionPhase, reason: str = "") -> None:
         name = revision_object_name(speculator, revision)
         try:
             self._custom.patch_namespaced_custom_object_status(

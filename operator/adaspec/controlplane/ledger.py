@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from adaspec.operator.models import RevisionPhase as RevisionPhaseName
+
+from .actions import ActionModel
 from .counters import Counters
 from .policies.decision import Decision
 from .store.models import (
@@ -28,9 +30,18 @@ def record(
     actor: str,
     now: datetime,
     revision: str | None = None,
-    action: tuple[str, dict[str, Any]] | None = None,
+    action: ActionModel | None = None,
 ) -> DecisionRecord:
-    """Add `decision` to the audit log and, when it owes one, its pending action (same transaction)."""
+    """Add `decision` to the audit log and, when it owes one, its pending `action` (same transaction);
+    return the log's record.
+
+    Raises ValueError when `action` names another speculator than `spec`.
+    """
+    if action is not None and (action.speculator, action.namespace) != (spec.name, spec.namespace):
+        raise ValueError(
+            f"action {action.kind}: for {action.namespace}/{action.speculator}, "
+            f"recorded on {spec.namespace}/{spec.name}"
+        )
     rec = DecisionRecord(
         speculator_id=spec.id,
         at=now,
@@ -43,9 +54,15 @@ def record(
     s.add(rec)
     s.flush()
     if action is not None:
-        kind, payload = action
-        body = {"speculator": spec.name, "namespace": spec.namespace, **payload}
-        s.add(Action(decision_id=rec.id, speculator_id=spec.id, kind=kind, payload=body, created_at=now))
+        s.add(
+            Action(
+                decision_id=rec.id,
+                speculator_id=spec.id,
+                kind=action.kind,
+                payload=action.payload(),
+                created_at=now,
+            )
+        )
     return rec
 
 
@@ -57,7 +74,7 @@ def revision_row(s: Session, spec: Speculator, revision: str) -> Revision | None
 
 
 def set_phase(
-    s: Session, spec: Speculator, revision: str | None, phase: str, reason: str, now: datetime
+    s: Session, spec: Speculator, revision: str | None, phase: RevisionPhaseName, reason: str, now: datetime
 ) -> None:
     """Move a revision to `phase` and append to its phase history (unknown revisions are created)."""
     if revision is None:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import lifecycle
+from .actions import ActionModel, InvalidActionError, StartAdaptation, parse_action
 from .actuators import Actuator, PermanentActionError, execute
 from .config import Endpoint, Policies, Settings, SpeculatorConfig
 from .counters import Counters, delta
@@ -22,6 +23,7 @@ from .fetch import fetch_many
 from .ledger import record, set_phase
 from .policies.decision import Decision
 from .scrape import PodMetrics, parse_exposition, query_prometheus
+from .state import load_state, save_state
 from .store.models import Action, AdaptationRun, MetricSample, Revision, ScrapeTarget, Speculator
 from .telemetry import Telemetry
 
@@ -112,7 +114,6 @@ class ControlPlane:
                         namespace=cfg.namespace,
                         phase="steady",
                         stable_revision=cfg.initial_revision,
-                        state={},
                         updated_at=now,
                     )
                     s.add(spec)
@@ -126,16 +127,11 @@ class ControlPlane:
 
     def _hold(self, s: Session, spec: Speculator, hold: str, now: datetime) -> None:
         """Pause or resume `spec` as its CR says (actor `kubernetes`)."""
-        by_cr = bool((spec.state or {}).get("paused_by_cr"))
         if hold and spec.phase != "paused":
-            spec.paused_from, spec.phase = spec.phase, "paused"
-            spec.state = {**(spec.state or {}), "paused_by_cr": True}
-            record(s, spec, Decision(kind="pause", reason=hold, inputs={"from": spec.paused_from}), KUBE, now)
-        elif not hold and spec.phase == "paused" and by_cr:
-            spec.phase, spec.paused_from = spec.paused_from or "steady", None
-            spec.state = {k: v for k, v in (spec.state or {}).items() if k != "paused_by_cr"}
-            d = Decision(kind="resume", reason="spec.paused and spec.pinnedRevision cleared", inputs={})
-            record(s, spec, d, KUBE, now)
+            lifecycle.manual_pause(s, spec, KUBE, hold, now, by_cr=True)
+        elif not hold and spec.phase == "paused" and load_state(spec).paused_by_cr:
+            why = "spec.paused and spec.pinnedRevision cleared"
+            lifecycle.manual_resume(s, spec, KUBE, why, now, by_cr=True)
 
     # -- scraping ----------------------------------------------------------------------------------
     def scrape(self, now: datetime) -> int:
@@ -379,8 +375,9 @@ class ControlPlane:
     def run_actions(self, now: datetime) -> int:
         """Carry out pending actions in order; return how many succeeded.
 
-        A refusal for good (`PermanentActionError`) marks the action failed with the message; any other
-        error keeps it pending, retried next round.
+        Each is parsed from the store, then carried out. A refusal for good (`PermanentActionError`), or
+        a stored action that is not one (`InvalidActionError`: an unknown kind, a bad payload), marks
+        the action failed with the message; any other error keeps it pending, retried next round.
         """
         with self.factory() as s:
             pending = list(
@@ -388,15 +385,17 @@ class ControlPlane:
             )
         done = 0
         for action in pending:
+            owed: ActionModel | None = None
             try:
-                execute(self.actuator, action.kind, action.payload)
-            except PermanentActionError as exc:  # refused for good: record it, never retry
+                owed = parse_action(action.kind, action.payload)
+                execute(self.actuator, owed)
+            except (PermanentActionError, InvalidActionError) as exc:  # refused for good: never retry
                 with self.factory() as s, s.begin():
                     row = s.get_one(Action, action.id)
                     row.status, row.done_at, row.attempts = "failed", now, row.attempts + 1
                     row.last_error = str(exc)[:2000]
-                if action.kind == "start_adaptation":  # the run never started: it failed, say why
-                    self._fail_run(str(action.payload.get("run_id")), f"not started: {exc}", now)
+                if isinstance(owed, StartAdaptation):  # the run never started: it failed, say why
+                    self._fail_run(owed.run_id, f"not started: {exc}", now)
                 self.telemetry.actions.labels(action.kind, "failed").inc()
                 log.error("event=action_refused id=%d kind=%s error=%s", action.id, action.kind, exc)
                 continue
@@ -431,64 +430,43 @@ class ControlPlane:
         """A cron schedule fired: the adaptation trigger sees it at the next evaluation."""
         with self.factory() as s, s.begin():
             spec = self._locked(s, name)
-            spec.state = {**(spec.state or {}), "schedule_due": True}
+            state = load_state(spec)
+            state.schedule_due = True
+            save_state(spec, state)
 
     # -- manual operations (API) -------------------------------------------------------------------
     def manual(
         self, name: str, op: str, actor: str, reason: str, revision: str | None, now: datetime
     ) -> Decision:
-        """Promote, roll back, pause or resume by hand; return the recorded decision."""
+        """Promote, roll back, pause or resume by hand; return the recorded decision.
+
+        The row is locked and the AdaptiveSpeculator's hold checked here; the transition itself (and
+        whether it fits the phase) is the lifecycle's.
+        """
         with self.factory() as s, s.begin():
             spec = self._locked(s, name)
             why = reason or f"manual {op}"
-            if op == "pause":
-                if spec.phase == "paused":
-                    raise Conflict(f"speculator {name} is already paused")
-                spec.paused_from, spec.phase = spec.phase, "paused"
-                d = Decision(kind="pause", reason=why, inputs={"from": spec.paused_from})
-                record(s, spec, d, actor, now)
-                return d
-            if op == "resume":
-                if spec.phase != "paused":
-                    raise Conflict(f"speculator {name} is not paused (phase {spec.phase})")
-                if self._holds.get(name):
-                    raise Conflict(
-                        f"speculator {name} is paused by its AdaptiveSpeculator ({self._holds[name]}): "
-                        "change the resource to resume it"
-                    )
-                spec.state = {k: v for k, v in (spec.state or {}).items() if k != "paused_by_cr"}
-                spec.phase, spec.paused_from = spec.paused_from or "steady", None
-                d = Decision(kind="resume", reason=why, inputs={"to": spec.phase})
-                record(s, spec, d, actor, now)
-                return d
-            if op in ("promote", "rollback") and self._holds.get(name):
+            hold = self._holds.get(name)
+            if hold and op == "resume":
                 raise Conflict(
-                    f"speculator {name}: its AdaptiveSpeculator holds every change ({self._holds[name]})"
+                    f"speculator {name} is paused by its AdaptiveSpeculator ({hold}): "
+                    "change the resource to resume it"
                 )
-            if op == "promote":
-                if (
-                    revision is not None
-                    and spec.canary_revision is None
-                    and spec.phase in ("steady", "paused")
-                ):
-                    return lifecycle.start_canary(s, spec, self._known(s, spec, revision), actor, why, now)[0]
-                if spec.canary_revision is None or (
-                    revision is not None and revision != spec.canary_revision
-                ):
-                    wanted = f"canary {revision}" if revision else "canary"
-                    raise Conflict(f"speculator {name}: no {wanted} to promote (phase {spec.phase})")
-                d = Decision(kind="promote", reason=why, inputs={"revision": spec.canary_revision})
-                return lifecycle.promote(s, spec, d, actor, now)[0]
-            if op == "rollback":
-                if spec.canary_revision is not None:
-                    d = Decision(kind="reject", reason=why, inputs={"revision": spec.canary_revision})
-                    return lifecycle.reject(s, spec, d, actor, now)[0]
-                target = revision or self._parent(s, spec)
-                d = Decision(kind="rollback", reason=why, inputs={"to": target})
-                try:
-                    return lifecycle.rollback(s, spec, d, actor, self._known(s, spec, target), now)[0]
-                except ValueError as exc:
-                    raise Conflict(str(exc)) from None
+            if hold and op in ("promote", "rollback"):
+                raise Conflict(f"speculator {name}: its AdaptiveSpeculator holds every change ({hold})")
+            try:
+                if op == "pause":
+                    return lifecycle.manual_pause(s, spec, actor, why, now)
+                if op == "resume":
+                    return lifecycle.manual_resume(s, spec, actor, why, now)
+                if op == "promote":
+                    return lifecycle.manual_promote(s, spec, actor, why, revision, now)
+                if op == "rollback":
+                    return lifecycle.manual_rollback(s, spec, actor, why, revision, now)
+            except lifecycle.UnknownRevision as exc:
+                raise NotFound(str(exc)) from None
+            except lifecycle.TransitionError as exc:
+                raise Conflict(str(exc)) from None
             raise ValueError(f"op: unknown {op!r} (valid: pause, resume, promote, rollback)")
 
     def _locked(self, s: Session, name: str) -> Speculator:
@@ -498,24 +476,6 @@ class ControlPlane:
         if spec is None:
             raise NotFound(f"speculator {name!r} not found")
         return spec
-
-    def _known(self, s: Session, spec: Speculator, revision: str) -> str:
-        row = s.execute(
-            select(Revision).where(Revision.speculator_id == spec.id, Revision.revision == revision)
-        ).scalar_one_or_none()
-        if row is None:
-            raise NotFound(f"speculator {spec.name}: revision {revision!r} not found")
-        return revision
-
-    def _parent(self, s: Session, spec: Speculator) -> str:
-        row = s.execute(
-            select(Revision).where(
-                Revision.speculator_id == spec.id, Revision.revision == spec.stable_revision
-            )
-        ).scalar_one_or_none()
-        if row is None or row.parent is None:
-            raise Conflict(f"speculator {spec.name}: stable revision has no parent to roll back to")
-        return row.parent
 
 
 def _counters(raw: dict[str, Any]) -> Counters:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from adaspec.controlplane.actions import Promote, Rollback, StartCanary, parse_action
 from adaspec.controlplane.actuators import REVISION_DIR, LocalActuator, PermanentActionError, execute
 from adaspec.controlplane.config import LocalActuatorConfig
 
@@ -198,10 +199,10 @@ def test_without_a_load_url_nothing_is_sent(tmp_path: Path) -> None:
 def test_execute_threads_the_recorded_sha256(tmp_path: Path, runtime: Runtime) -> None:
     act = loader(tmp_path, load_url=runtime.url("both"))
     base = {"speculator": "chat", "namespace": "default", "revision": "r5", "artifact_uri": "file:///r5"}
-    execute(act, "start_canary", {**base, "parent": "r4", "sha256": SHA})
-    execute(act, "promote", {**base, "previous": "r4", "sha256": SHA})
-    execute(act, "rollback", {**base, "to_revision": "r4", "reason": "x", "sha256": "cd" * 32})
-    execute(act, "start_canary", {**base, "parent": "r4"})  # recorded before sha256 was in payloads
+    execute(act, StartCanary(**base, parent="r4", sha256=SHA))
+    execute(act, Promote(**base, previous="r4", sha256=SHA))
+    execute(act, Rollback(**base, to_revision="r4", reason="x", sha256="cd" * 32))
+    execute(act, parse_action("start_canary", {**base, "parent": "r4"}))  # stored before sha256 was
     assert [b["sha256"] for _, _, b in runtime.received] == [SHA, SHA, "cd" * 32, None]
     assert runtime.received[2][2]["revision"] == "r4"
 

@@ -21,6 +21,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from adaspec.operator.models import RevisionPhase as RevisionPhaseName
+
+from ..state import SpeculatorPhase
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset: stored naive UTC)."""
@@ -59,8 +63,8 @@ class Speculator(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     namespace: Mapped[str] = mapped_column(String(200), default="default")
-    phase: Mapped[str] = mapped_column(String(20), default="steady")
-    paused_from: Mapped[str | None] = mapped_column(String(20))
+    phase: Mapped[SpeculatorPhase] = mapped_column(String(20), default="steady")
+    paused_from: Mapped[SpeculatorPhase | None] = mapped_column(String(20))
     stable_revision: Mapped[str | None] = mapped_column(String(200))
     canary_revision: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -84,7 +88,7 @@ class Revision(Base):
     artifact_uri: Mapped[str | None] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64))
     offline_metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    phase: Mapped[str] = mapped_column(String(20))
+    phase: Mapped[RevisionPhaseName] = mapped_column(String(20))
     created_at: Mapped[datetime]
 
 
@@ -94,7 +98,7 @@ class RevisionPhase(Base):
     __tablename__ = "revision_phases"
     id: Mapped[int] = mapped_column(primary_key=True)
     revision_id: Mapped[int] = mapped_column(ForeignKey("revisions.id"), index=True)
-    phase: Mapped[str] = mapped_column(String(20))
+    phase: Mapped[RevisionPhaseName] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime]
 
