@@ -24,6 +24,7 @@ from adaspec.operator.builders import (
 from adaspec.operator.models import AdaptiveSpeculatorSpec, RevisionPhase, revision_object_name
 from adaspec.operator.models import dns_label as dns_name
 from adaspec.operator.status import merge_conditions
+from adaspec.runtime.server.locations import STORAGE_ROOT_ENV, storage_uri
 
 from .actuators import GATED_EXIT, PermanentActionError, RunStatus, fill
 from .config import KubernetesActuatorConfig
@@ -121,11 +122,19 @@ def adapting_patch(
 def figures_patch(figures: dict[str, Any]) -> dict[str, Any]:
     """Return the status patch with the latest observed figures (CONTRACTS: written by the control plane).
 
-    Keys: acceptanceRate, meanAcceptedLength, tokensPerSecond (numbers), lastDriftTime,
-    lastAdaptationTime (RFC 3339); absent or None figures are left as they are.
+    Keys: acceptanceRate, meanAcceptedLength, tokensPerSecond (numbers, rounded to what `kubectl get`
+    should print: 4, 3 and 2 decimals), lastDriftTime, lastAdaptationTime (RFC 3339); absent or None figures
+    are left as they are.
     """
     keys = ("acceptanceRate", "meanAcceptedLength", "tokensPerSecond", "lastDriftTime", "lastAdaptationTime")
-    return {"status": {k: figures[k] for k in keys if figures.get(k) is not None}}
+    out = {k: figures[k] for k in keys if figures.get(k) is not None}
+    for key, digits in FIGURE_DIGITS.items():
+        if isinstance(out.get(key), float):
+            out[key] = round(out[key], digits)
+    return {"status": out}
+
+
+FIGURE_DIGITS = {"acceptanceRate": 4, "meanAcceptedLength": 3, "tokensPerSecond": 2}
 
 
 TOKEN_DIR = "/var/run/secrets/adaspec"  # the Job's projected token for the control plane's API
@@ -165,7 +174,11 @@ def adaptation_job(
         "capture": f"{STORAGE_DIR}/{CAPTURE_SUBDIR}",
     }
     args = [fill(a, values) for a in config.job_args] + list(config.job_extra_args)
-    args += [f"--register-url={config.register_url}", f"--token-file={TOKEN_DIR}/token"]
+    args += [
+        f"--artifact-uri={storage_uri(f'{REVISIONS_SUBDIR}/{speculator}/{run_id}')}",
+        f"--register-url={config.register_url}",
+        f"--token-file={TOKEN_DIR}/token",
+    ]
     job_labels = {
         **labels(owner, "adaptation"),
         "adaspec.dev/speculator": speculator,
@@ -176,7 +189,11 @@ def adaptation_job(
         "image": spec.runtime.image,
         "command": ["adaspec"],
         "args": args,
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/var/cache/adaspec"}],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "HF_HOME", "value": "/var/cache/adaspec"},
+            {"name": STORAGE_ROOT_ENV, "value": STORAGE_DIR},
+        ],
         "resources": resource_requirements(spec.adaptation.resources),
         "terminationMessagePolicy": "FallbackToLogsOnError",  # the gate's reasons reach the pod status
         "volumeMounts": [

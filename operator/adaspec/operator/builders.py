@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 
 from adaspec.operator.models import GROUP, VERSION, AdaptiveSpeculatorSpec, Resources
+from adaspec.runtime.server.locations import STORAGE_ROOT_ENV
 from adaspec.runtime.settings import duration_seconds
 
 Role = Literal["stable", "canary"]
@@ -267,6 +268,7 @@ def build_deployment(
         ],
     }
     if spec.storage.claim_name:
+        container["env"].append({"name": STORAGE_ROOT_ENV, "value": STORAGE_DIR})  # storage:// locations
         container["volumeMounts"].append({"name": "storage", "mountPath": STORAGE_DIR})
         pod_spec["volumes"].append(
             {"name": "storage", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}

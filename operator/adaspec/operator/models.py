@@ -85,7 +85,8 @@ class Runtime(_Model):
     strategy: Literal["hybrid", "adaptive"] = Field(
         default="hybrid",
         description="Speculators the pods run: hybrid (static draft, adaptive draft and suffix matching, the "
-        "controller choosing) or adaptive (the adaptive draft alone, so acceptance measures the draft's revision).",
+        "controller choosing) or adaptive (the adaptive draft alone, so acceptance measures the draft's "
+        "revision).",
     )
     resources: Resources = Field(default_factory=_gpu_resources)
     node_selector: dict[str, str] = Field(default_factory=dict)

@@ -37,9 +37,11 @@ def revisions(spec: AdaptiveSpeculatorSpec, status: Mapping[str, Any]) -> tuple[
 
 
 def resolve_artifact(kube: Kube, owner: Owner, spec: AdaptiveSpeculatorSpec, revision: str) -> Artifact:
-    """Return the artifact of a revision (`static` is spec.staticDraft; others are SpeculatorRevisions)."""
+    """Return the artifact of a revision (SpeculatorRevisions). `static` has none: the runtime loads
+    spec.staticDraft from `--static-draft` and starts its adaptive draft from it (`--draft-artifact` names
+    a revision directory with a manifest, which a static draft is not)."""
     if revision == STATIC_REVISION:
-        return Artifact(revision=revision, uri=spec.static_draft.uri)
+        return Artifact(revision=revision, uri="")
     name = revision_object_name(owner.name, revision)
     obj = kube.get("SpeculatorRevision", owner.namespace, name)
     if obj is None:

@@ -154,6 +154,19 @@ def test_figures_patch_skips_unknown_figures() -> None:
     }
 
 
+def test_figures_are_rounded_for_kubectl_get() -> None:
+    figures = {
+        "acceptanceRate": 0.3799126637554585,
+        "meanAcceptedLength": 2.13333333,
+        "tokensPerSecond": 10.4533,
+    }
+    assert figures_patch(figures)["status"] == {
+        "acceptanceRate": 0.3799,
+        "meanAcceptedLength": 2.133,
+        "tokensPerSecond": 10.45,
+    }
+
+
 def test_adapting_condition_patch_keeps_the_operators_conditions_and_the_version_read() -> None:
     from datetime import UTC, datetime
 

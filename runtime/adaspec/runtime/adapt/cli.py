@@ -64,6 +64,12 @@ def add_adapt_parser(sub: Any) -> argparse.ArgumentParser:
     a.add_argument("--device", default="cpu")
     a.add_argument("--register-url", default="", help="control plane base URL: POST the candidate there")
     a.add_argument("--token-file", default="", help="bearer token for --register-url")
+    a.add_argument(
+        "--artifact-uri",
+        default="",
+        help="the URI the candidate is registered under, where runtimes load it from (e.g. storage:///... "
+        "on a shared claim); default: --out as a file:// URI",
+    )
     a.add_argument("--json", action="store_true", help="print the result as one JSON object")
     a.set_defaults(func=_adapt)
     parser: argparse.ArgumentParser = a

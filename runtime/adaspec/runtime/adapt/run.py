@@ -262,11 +262,18 @@ def register(
 
     if not args.speculator or not args.token_file:
         raise CommandError("--register-url needs --speculator and --token-file")
+    if args.artifact_uri:
+        try:
+            named = resolve(args.artifact_uri, "--artifact-uri")
+        except LocationError as exc:
+            raise CommandError(str(exc)) from None
+        if named.resolve() != out.resolve():
+            raise CommandError(f"--artifact-uri {args.artifact_uri!r} names {named}, not --out {out}")
     token = Path(args.token_file).read_text().split()[0]
     url = f"{args.register_url.rstrip('/')}/api/v1/speculators/{args.speculator}/revisions"
     body = {
         "revision": revision,
-        "artifact_uri": out.resolve().as_uri(),
+        "artifact_uri": args.artifact_uri or out.resolve().as_uri(),
         "sha256": sha256,
         "metrics": metrics,
         "run_id": args.run_id or None,

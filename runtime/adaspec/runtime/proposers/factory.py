@@ -49,8 +49,6 @@ def scratch_draft(ctx: BuildContext) -> Any:
     return model.to(ctx.device)
 
 
-
-
 def build_proposer(name: str, ctx: BuildContext) -> Proposer:
     """Build one proposer by name; ValueError listing the valid names otherwise."""
     if name == "static":

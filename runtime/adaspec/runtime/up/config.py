@@ -146,12 +146,13 @@ def adapt_command(settings: UpSettings) -> list[str]:
     filled by the local actuator: parent artifact, target, capture, out) with this file's recipe."""
     from adaspec.controlplane.config import ADAPT_ARGS
 
-    a = settings.adapt
+    return [sys.executable, "-m", "adaspec.cli.main", *ADAPT_ARGS, *adapt_recipe(settings.adapt)]
+
+
+def adapt_recipe(a: AdaptSettings) -> list[str]:
+    """Return the `adaspec adapt` flags of a recipe (the window, steps, budget and gate), for either
+    actuator (`local.adapt_command`, `kubernetes.job_extra_args`)."""
     return [
-        sys.executable,
-        "-m",
-        "adaspec.cli.main",
-        *ADAPT_ARGS,
         f"--last={a.last}",
         f"--steps={a.steps}",
         f"--time-budget={a.time_budget_s}",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adaspec.runtime.server.locations import LocationError, resolve
+from adaspec.runtime.server.locations import LocationError, resolve, storage_uri
 
 
 def test_plain_path(tmp_path: Path) -> None:
@@ -69,3 +69,16 @@ def test_empty_location() -> None:
 
 def test_location_error_is_a_value_error() -> None:
     assert issubclass(LocationError, ValueError)
+
+
+def test_storage_uri_is_under_the_shared_storage_root(tmp_path: Path) -> None:
+    """storage:///<path> names the same files wherever a pod mounts the claim ($ADASPEC_STORAGE_ROOT)."""
+    (tmp_path / "revisions" / "chat" / "r3").mkdir(parents=True)
+    env = {"ADASPEC_STORAGE_ROOT": str(tmp_path)}
+    uri = storage_uri("revisions/chat/r3")
+    assert uri == "storage:///revisions/chat/r3"
+    assert resolve(uri, "--draft-artifact", env) == tmp_path / "revisions" / "chat" / "r3"
+    with pytest.raises(LocationError, match="ADASPEC_STORAGE_ROOT is not set"):
+        resolve(uri, "--draft-artifact", {})
+    with pytest.raises(LocationError, match="leaves the shared storage"):
+        resolve("storage:///revisions/../../etc", "--draft-artifact", env)
