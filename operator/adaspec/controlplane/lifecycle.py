@@ -222,6 +222,8 @@ def promote(s: Session, spec: Speculator, d: Decision, actor: str, now: datetime
         raise TransitionError(f"speculator {spec.name}: no canary to promote")
     st = load_state(spec)
     prev_acc = window(s, spec.id, "stable", previous, st.canary_started, now).acceptance_rate
+    # a canary promoted before the stable served anything beside it (by hand): its latest figure
+    prev_acc = spec.acceptance_rate if prev_acc is None else prev_acc
     spec.stable_revision, spec.canary_revision = revision, None
     set_phase(s, spec, revision, "Promoted", d.reason, now)
     set_phase(s, spec, previous, "Superseded", f"superseded by {revision}", now)

@@ -135,3 +135,17 @@ def test_rollback_by_hand_aborts_a_canary_else_goes_back_to_the_parent(
         AbortCanary(**who, revision="r1", reason="not now"),
         Rollback(**who, revision="r1", to_revision="r0", reason="regression", artifact_uri=None, sha256=None),
     ]
+
+
+def test_a_canary_promoted_by_hand_at_once_is_still_guarded(factory: sessionmaker[Session]) -> None:
+    """No stable traffic since the canary started: the guard holds it against the stable's last figure."""
+    with factory() as s, s.begin():
+        spec = chat(s)
+        spec.acceptance_rate = 0.46
+        lifecycle.manual_promote(s, spec, "api:alice", "try r1", "r1", T0)
+        d = lifecycle.manual_promote(
+            s, spec, "api:alice", "skip the analysis", None, T0 + timedelta(seconds=8)
+        )
+        assert d.kind == "promote" and spec.phase == "guard"
+        guard = load_state(spec).guard
+        assert guard is not None and (guard.previous_revision, guard.previous_acceptance) == ("r0", 0.46)
