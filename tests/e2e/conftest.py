@@ -92,5 +92,8 @@ def pod_runner(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> I
     processes; its Node is deleted at the end."""
     from .podrunner import PodRunner
 
-    with PodRunner(kube_cluster.kubeconfig, tmp_path_factory.mktemp("pod-runner")) as runner:
+    # PYTHONPATH: a test run from another checkout (a worktree) runs its own code in the pods too
+    with PodRunner(
+        kube_cluster.kubeconfig, tmp_path_factory.mktemp("pod-runner"), env_passthrough=("PYTHONPATH",)
+    ) as runner:
         yield runner
