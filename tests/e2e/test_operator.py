@@ -111,6 +111,19 @@ def set_status(cluster: Any, name: str, patch: dict[str, Any]) -> None:
 
 
 def test_sample_becomes_ready_with_owned_children_and_gpu_pods(operator: Any, kube_cluster: Any) -> None:
+    # the sample's claim, bound as a cluster's provisioner would bind it (this cluster has none)
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "sample-llama-8b-data"},
+        "spec": {
+            "capacity": {"storage": "200Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "hostPath": {"path": "/var/lib/adaspec-sample"},
+            "claimRef": {"namespace": NS, "name": "llama-8b-data"},
+        },
+    }
+    kube_cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pv))
     kube_cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "sample"))
     obj = wait_for(lambda: ready(kube_cluster, "llama-8b"), "sample speculator Ready", timeout=90)
     uid = obj["metadata"]["uid"]

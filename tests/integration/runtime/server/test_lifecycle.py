@@ -39,7 +39,8 @@ def _bad_command_lines(fixture_dir: Path, tmp: Path) -> dict[str, tuple[list[str
     return {
         "unknown-scheme": (
             ["--target-model=s3://bucket/x", f"--static-draft={draft}"],
-            "--target-model: scheme 's3' in 's3://bucket/x' is not supported (supported: a local path, file://)",
+            "--target-model: scheme 's3' in 's3://bucket/x' is not supported "
+            "(supported: a local path, file://, storage://)",
         ),
         "missing-dir": (
             [f"--target-model={tmp / 'no-model'}", f"--static-draft={draft}"],
