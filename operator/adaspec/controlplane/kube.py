@@ -13,12 +13,13 @@ from typing import Any
 from adaspec.operator.builders import (
     CAPTURE_SUBDIR,
     REVISIONS_SUBDIR,
-    RUNTIME_UID,
     STATIC_REVISION,
     STORAGE_DIR,
     Owner,
+    container_security_context,
     labels,
     owner_reference,
+    pod_security_context,
     resource_requirements,
 )
 from adaspec.operator.models import AdaptiveSpeculatorSpec, RevisionPhase, revision_object_name
@@ -202,25 +203,14 @@ def adaptation_job(
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": "/var/cache/adaspec"},
         ],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
     }
     token = {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_TTL_S}}
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": config.job_service_account,
         "automountServiceAccountToken": False,  # no Kubernetes API token: only the projected one
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
-            "runAsGroup": RUNTIME_UID,
-            "fsGroup": RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [
             {"name": "storage", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}},

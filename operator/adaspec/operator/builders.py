@@ -213,6 +213,27 @@ def runtime_args(spec: AdaptiveSpeculatorSpec, artifact: Artifact, role: Role) -
     return args
 
 
+def container_security_context() -> dict[str, Any]:
+    """Return the securityContext of adaspec's containers (runtime pods, adaptation Jobs)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Return the pod securityContext of adaspec's pods: uid 10001, the runtime's default seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
+        "fsGroup": RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def build_deployment(
     owner: Owner, spec: AdaptiveSpeculatorSpec, artifact: Artifact, role: Role, config_digest: str
 ) -> dict[str, Any]:
@@ -243,21 +264,10 @@ def build_deployment(
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": "/var/cache/adaspec"},
         ],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
     }
     pod_spec: dict[str, Any] = {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
-            "runAsGroup": RUNTIME_UID,
-            "fsGroup": RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "containers": [container],
