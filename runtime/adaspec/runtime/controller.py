@@ -282,7 +282,9 @@ class Controller:
         if self.cfg.fixed_k is not None:
             return n, float("inf")
         ps = [self.table.p_token(name, i, c, match_len) for i, c in enumerate(confidences)]
-        k, v = best_lookahead(ps, lambda _k: draft_seconds, lambda q: draft_seconds + self.costs.t_verify(q))
+        # the draft is paid for whichever k is verified, k = 0 included: it belongs with the verification
+        # of every option, once (e / (d + t_verify(k + 1))), not also as a per-k drafting cost
+        k, v = best_lookahead(ps, lambda _k: 0.0, lambda q: draft_seconds + self.costs.t_verify(q))
         floor = min(max(self.cfg.k_min, 1), n)
         if k < floor:
             k = floor

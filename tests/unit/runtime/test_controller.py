@@ -110,7 +110,7 @@ def test_cost_model_interpolates_and_learns() -> None:
 def test_a_paid_for_draft_is_verified_for_at_least_one_token_and_then_learned_from() -> None:
     ctl = Controller(ControllerConfig(exploration=0.0), CostModel({1: 1.0, 2: 3.0, 9: 20.0}, {"static": 0.3}))
     # verifying more than the pending token looks unprofitable, yet the paid-for draft gets one token
-    assert best_lookahead([0.5, 0.5], lambda n: 0.6, lambda q: 0.6 + ctl.costs.t_verify(q))[0] == 0
+    assert best_lookahead([0.5, 0.5], lambda n: 0.0, lambda q: 0.6 + ctl.costs.t_verify(q))[0] == 0
     assert ctl.choose_k("static", [0.5, 0.5], 0, 0.6)[0] == 1
     assert ctl.choose_k("static", [], 0, 0.0)[0] == 0
     cheap = _controller()
@@ -118,3 +118,20 @@ def test_a_paid_for_draft_is_verified_for_at_least_one_token_and_then_learned_fr
     for _ in range(60):  # the verifications it gets reject the drafts
         cheap.observe("static", [0.5], 0, 0)
     assert cheap.plan("static", 8).k == 0  # so the planner stops drafting with it
+
+
+def test_choose_k_counts_the_spent_draft_once() -> None:
+    """A finished draft of d seconds: verifying k of its tokens yields e(k) tokens for d + t_verify(k + 1).
+
+    Counting d twice (as drafting time and again inside the verification) undervalues every k >= 1.
+    """
+    costs = CostModel({1: 1.0, 2: 1.1, 3: 1.2, 4: 1.3}, {"static": 0.3})
+    ctl = Controller(ControllerConfig(exploration=0.0, k_min=0), costs)
+    d, confidences = 0.5, [0.9, 0.8, 0.7]
+    ps = [ctl.table.p_token("static", i, c, 0) for i, c in enumerate(confidences)]
+    k, v = ctl.choose_k("static", confidences, 0, d)
+    value = {n: expected_tokens(ps[:n]) / (d + costs.t_verify(n + 1)) for n in range(len(ps) + 1)}
+    assert k == max(value, key=lambda n: value[n])
+    assert v == pytest.approx(value[k])
+    twice = {n: expected_tokens(ps[:n]) / ((d if n else 0.0) + d + costs.t_verify(n + 1)) for n in value}
+    assert v > max(twice.values())  # what the double count reported
