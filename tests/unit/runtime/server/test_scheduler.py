@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -184,6 +185,10 @@ def test_queue_full_when_max_queue_are_waiting(
     engine.gate.set()
     for j in [running, *waiting]:
         assert outcome(loop, j).finish_reason == "length"
+    # the worker delivers a job's outcome, then marks itself idle: give it that moment
+    deadline = time.monotonic() + WAIT
+    while (s.waiting, s.running) != (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert (s.waiting, s.running) == (0, 0)
     s.submit(job(loop, 4))  # room again
 
