@@ -101,7 +101,11 @@ class ControlPlane:
         """Bring the store up to the fleet: the configured and discovered speculators (each with its
         initial stable revision) it lacks are created; a CR's `paused` or `pinnedRevision` pauses it
         (a pause its CR made is resumed by the CR only, and a person's pause is never resumed by it)."""
-        discovered = self._discover()
+        try:
+            discovered = self._discover()
+        except Exception as exc:  # the API server is away: manage the fleet as last seen, list again later
+            log.warning("event=discovery_failed error=%s", _describe(exc))
+            return
         fleet = {c.name: c for c in self.settings.speculators}
         fleet.update({d.config.name: d.config for d in discovered})
         holds = {d.config.name: d.hold for d in discovered}

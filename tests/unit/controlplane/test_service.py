@@ -104,3 +104,18 @@ def test_manual_errors_keep_their_kinds(factory: sessionmaker[Session]) -> None:
     with pytest.raises(ValueError, match="op: unknown 'resize'"):
         cp.manual("chat", "resize", "api:alice", "", None, T0)
     assert log(factory) == []
+
+
+def test_an_unreachable_api_server_keeps_the_fleet_as_last_seen(factory: sessionmaker[Session]) -> None:
+    """A failed listing never drops speculators (nor raises out of start-up or a scrape round)."""
+    cluster = Cluster()
+    cp = plane(factory, cluster)
+    cp.sync_fleet(T0)
+    assert [c.name for c in cp.fleet()] == ["chat"]
+
+    def down(fleet: Policies) -> list[Discovered]:
+        raise ConnectionError("api server unreachable")
+
+    cluster.speculators = down  # type: ignore[method-assign]
+    cp.sync_fleet(T0)
+    assert [c.name for c in cp.fleet()] == ["chat"]
