@@ -150,27 +150,41 @@ class Fleet:
     # -- traffic ---------------------------------------------------------------------------------
     def send(self, prompts: Sequence[Any], max_tokens: int = 32, role: str | None = None) -> Counter[str]:
         """Greedy completions through the `openai` client, each to the next ready pod (of `role`, or any);
-        return the requests per role."""
+        return the requests per role.
+
+        A pod can be deleted between listing it and connecting to it (a Deployment rolling, a canary
+        removed at promotion): as a client behind a Service would, the request then goes to a pod still
+        ready. A pod that refuses while it is still listed ready fails the test."""
         import openai
 
         roles: Counter[str] = Counter()
         for i, p in enumerate(prompts):
-            pods = self.pods(role)
-            if not pods:
-                raise AssertionError(f"no ready runtime pod of {self.name} (role {role})")
-            pod = pods[i % len(pods)]
-            client = openai.OpenAI(
-                base_url=f"http://{pod['status']['podIP']}:8000/v1",
-                api_key="unused",
-                max_retries=2,
-                timeout=60,
-            )
-            out = client.completions.create(
-                model=client.models.list().data[0].id,
-                prompt=list(p.token_ids),
-                max_tokens=max_tokens,
-                temperature=0,
-            )
-            assert out.usage is not None and out.usage.completion_tokens > 0
+            for attempt in range(3):
+                pods = self.pods(role)
+                if not pods:
+                    raise AssertionError(f"no ready runtime pod of {self.name} (role {role})")
+                pod = pods[(i + attempt) % len(pods)]
+                try:
+                    self._complete(pod, p, max_tokens)
+                    break
+                except openai.APIConnectionError:
+                    uid = pod["metadata"]["uid"]
+                    if attempt == 2 or any(q["metadata"]["uid"] == uid for q in self.pods(role)):
+                        raise
             roles[pod["metadata"]["labels"]["adaspec.dev/role"]] += 1
         return roles
+
+    @staticmethod
+    def _complete(pod: dict[str, Any], prompt: Any, max_tokens: int) -> None:
+        import openai
+
+        client = openai.OpenAI(
+            base_url=f"http://{pod['status']['podIP']}:8000/v1", api_key="unused", max_retries=2, timeout=60
+        )
+        out = client.completions.create(
+            model=client.models.list().data[0].id,
+            prompt=list(prompt.token_ids),
+            max_tokens=max_tokens,
+            temperature=0,
+        )
+        assert out.usage is not None and out.usage.completion_tokens > 0
