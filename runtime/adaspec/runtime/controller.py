@@ -35,6 +35,9 @@ class ControllerConfig:
     prior_strength: float = 6.0  # pseudo-observations behind every estimate
     decay: float = 0.995  # forgetting per observed draft token (tracks drift)
     fixed_k: int | None = None  # fixed-lookahead mode (vLLM style): always k tokens, no stopping
+    # a proposer is "cheap" when drafting k_max tokens costs less than this share of a target pass: it
+    # drafts every step, before any model draft is considered (a model draft drafts at most once a step)
+    cheap_fraction: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,6 +49,8 @@ class ControllerConfig:
             raise ValueError(f"confidence_threshold must be in [0, 1), got {self.confidence_threshold!r}")
         if self.fixed_k is not None and not 1 <= self.fixed_k <= 64:
             raise ValueError(f"fixed_k must be in 1..64, got {self.fixed_k!r}")
+        if not 0.0 <= self.cheap_fraction <= 1.0:
+            raise ValueError(f"cheap_fraction must be in [0, 1], got {self.cheap_fraction!r}")
 
 
 def expected_tokens(accept_probs: Sequence[float]) -> float:
@@ -199,6 +204,69 @@ class Plan:
     tokens_per_second: float
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The draft a propose round settled on: verify the first `k` tokens of `proposer`'s draft."""
+
+    proposer: str
+    k: int
+    tokens_per_second: float
+
+
+class ProposeRound:
+    """One step's propose phase, decided by the controller and executed by the engine.
+
+    The engine asks `next()` which proposer drafts next, drafts with it, and reports the finished draft
+    with `offer` (or `failed`); `choice()` then names the draft to verify, or None (plain decoding).
+    The order: proposers ranked by planned throughput; cheap ones (see ControllerConfig.cheap_fraction)
+    draft every step, first; then at most one model draft, and only when its plan beats the best draft
+    already in hand. Fixed-lookahead mode takes the first proposer that yields a draft.
+    """
+
+    def __init__(self, ctl: Controller, names: Iterable[str], k_cap: int) -> None:
+        self.ctl = ctl
+        self.k_cap = min(k_cap, ctl.cfg.fixed_k or ctl.cfg.k_max)
+        names = list(names)
+        plans = ctl.rank(names, self.k_cap) if self.k_cap > 0 and names else []
+        cheap = {p.proposer: ctl.is_cheap(p.proposer) for p in plans}
+        plans.sort(key=lambda p: not cheap[p.proposer])  # stable: cheap first, each group by rank
+        self._plans = plans
+        self._cheap = cheap
+        self._fixed = ctl.cfg.fixed_k is not None
+        self._model_drafted = False
+        self._best: Choice | None = None
+
+    def next(self) -> Plan | None:
+        """The next proposer to draft with, or None when the round is over."""
+        while self._plans:
+            plan = self._plans.pop(0)
+            if self._fixed:
+                if self._best is not None:
+                    return None
+                return plan
+            if self._cheap[plan.proposer]:
+                return plan
+            best = self._best.tokens_per_second if self._best is not None else 0.0
+            if not self._model_drafted and plan.k > 0 and plan.tokens_per_second > best:
+                self._model_drafted = True
+                return plan
+        return None
+
+    def offer(self, name: str, confidences: Sequence[float], match_len: int, draft_seconds: float) -> None:
+        """A finished draft of len(confidences) tokens that took `draft_seconds`: learn its cost, value it."""
+        self.ctl.costs.observe_draft(name, len(confidences), draft_seconds)
+        if not confidences:
+            return
+        k, value = self.ctl.choose_k(name, confidences, match_len, draft_seconds)
+        if self._best is None or value > self._best.tokens_per_second:
+            self._best = Choice(name, k, value)
+
+    def choice(self) -> Choice | None:
+        """The draft to verify (k >= 1), or None: decode this step without speculation."""
+        best = self._best
+        return best if best is not None and best.k > 0 else None
+
+
 def controller_config(settings: ControllerSettings) -> ControllerConfig:
     """The controller configuration a settings file's `controller` section asks for."""
     return ControllerConfig(
@@ -254,6 +322,14 @@ class Controller:
     def plain_tokens_per_second(self) -> float:
         """Throughput of decoding without speculation."""
         return 1.0 / self.costs.t_verify(1)
+
+    def is_cheap(self, name: str) -> bool:
+        """Whether drafting k_max tokens with a proposer costs under `cheap_fraction` of a target pass."""
+        return self.costs.t_draft(name, self.cfg.k_max) < self.cfg.cheap_fraction * self.costs.t_verify(1)
+
+    def round(self, names: Iterable[str], k_cap: int) -> ProposeRound:
+        """The propose phase of one step over these proposers (see ProposeRound)."""
+        return ProposeRound(self, names, k_cap)
 
     def stopper(self, name: str, k_cap: int, match_len: int = 0) -> Callable[[int, float], bool]:
         """A callback for Proposer.propose: stop once cumulative acceptance falls below the threshold."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from adaspec.runtime.controller import Controller, ControllerConfig, CostModel, Plan
+from adaspec.runtime.controller import Controller, ControllerConfig, CostModel
 from adaspec.runtime.cpukernels import TuningReport, tune_linears
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig
@@ -21,8 +21,6 @@ from adaspec.runtime.stats import GenerationStats, ProposerStats
 from adaspec.runtime.verify import Verdict, verify_greedy, verify_sampling
 
 log = logging.getLogger("adaspec.engine")
-
-CHEAP_DRAFT_FRACTION = 0.05  # a proposer is "cheap" if drafting k_max costs < 5% of a target pass
 
 
 class ProposerError(ValueError):
@@ -129,10 +127,9 @@ class SpeculativeEngine:
     # -- phases ------------------------------------------------------------------------
     def _draft(
         self, proposer: Proposer, context: list[int], k_cap: int, stats: GenerationStats
-    ) -> tuple[Draft, int, float] | None:
-        """Ask one proposer for a draft; return (draft, k worth verifying, expected tokens/s) or None."""
-        if self.controller is None:
-            return None
+    ) -> tuple[Draft, float] | None:
+        """Ask one proposer for a draft; return (draft, seconds it took), or None if it failed."""
+        assert self.controller is not None
         name = proposer.name
         t0 = time.perf_counter()
         try:
@@ -142,46 +139,23 @@ class SpeculativeEngine:
             stats.per_speculator.setdefault(name, ProposerStats()).failures += 1
             log.warning("event=proposer_failure proposer=%s error=%r", name, exc)
             return None
-        seconds = time.perf_counter() - t0
-        self.controller.costs.observe_draft(name, draft.k, seconds)
-        if draft.k == 0:
-            return None
-        k, value = self.controller.choose_k(name, draft.confidence, draft.match_length, seconds)
-        return draft, k, value
+        return draft, time.perf_counter() - t0
 
     def _propose(
         self, active: dict[str, Proposer], context: list[int], k_cap: int, stats: GenerationStats
     ) -> tuple[str, Draft, int] | None:
-        """Propose phase: cheap proposers draft first; an expensive one drafts if its plan beats them."""
-        if self.controller is None:
+        """Propose phase: the controller says who drafts, in which order, and which draft is verified."""
+        if self.controller is None or not active:
             return None
-        ctl = self.controller
-        k_cap = min(k_cap, ctl.cfg.fixed_k or ctl.cfg.k_max)
-        if k_cap <= 0 or not active:
-            return None
-        plans: list[Plan] = ctl.rank(active, k_cap)
-        budget = CHEAP_DRAFT_FRACTION * ctl.costs.t_verify(1)
-        fixed = ctl.cfg.fixed_k is not None
-        is_cheap = {p.proposer: ctl.costs.t_draft(p.proposer, ctl.cfg.k_max) < budget for p in plans}
-        plans.sort(key=lambda p: not is_cheap[p.proposer])  # stable: cheap ones first, each group by rank
-        best: tuple[float, str, Draft, int] | None = None
-        expensive_tried = False  # at most one model drafter per step
-        for plan in plans:
-            if fixed or is_cheap[plan.proposer]:
-                got = self._draft(active[plan.proposer], context, k_cap, stats)
-            elif not expensive_tried and plan.k > 0 and (best is None or plan.tokens_per_second > best[0]):
-                expensive_tried = True
-                got = self._draft(active[plan.proposer], context, k_cap, stats)
-            else:
-                continue
-            if got is not None and (best is None or got[2] > best[0]):
-                best = (got[2], plan.proposer, got[0], got[1])
-            if fixed and best is not None:
-                break
-        if best is None:
-            return None
-        _, name, draft, k = best
-        return (name, draft, k) if k > 0 else None
+        rnd = self.controller.round(active, k_cap)
+        drafts: dict[str, Draft] = {}
+        while (plan := rnd.next()) is not None:
+            got = self._draft(active[plan.proposer], context, rnd.k_cap, stats)
+            if got is not None:
+                drafts[plan.proposer] = got[0]
+                rnd.offer(plan.proposer, got[0].confidence, got[0].match_length, got[1])
+        choice = rnd.choice()
+        return None if choice is None else (choice.proposer, drafts[choice.proposer], choice.k)
 
     def _verify(
         self,

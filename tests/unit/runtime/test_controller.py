@@ -135,3 +135,65 @@ def test_choose_k_counts_the_spent_draft_once() -> None:
     assert v == pytest.approx(value[k])
     twice = {n: expected_tokens(ps[:n]) / ((d if n else 0.0) + d + costs.t_verify(n + 1)) for n in value}
     assert v > max(twice.values())  # what the double count reported
+
+
+def _round_controller() -> Controller:
+    # suffix: free to draft; static and adaptive: model drafts at 0.1 of a target pass per token
+    costs = CostModel(
+        {q: 1.0 + 0.02 * q for q in range(1, 10)}, {"suffix": 0.0, "static": 0.1, "adaptive": 0.1}
+    )
+    return Controller(ControllerConfig(exploration=0.0, k_max=8), costs)
+
+
+def _drain(rnd: object, offers: dict[str, list[float]]) -> list[str]:
+    """Run a round: every proposer asked offers the given confidences (seconds: 0.1 per token)."""
+    from adaspec.runtime.controller import ProposeRound
+
+    assert isinstance(rnd, ProposeRound)
+    asked = []
+    while (plan := rnd.next()) is not None:
+        asked.append(plan.proposer)
+        conf = offers.get(plan.proposer, [])
+        rnd.offer(plan.proposer, conf, 0, 0.1 * len(conf))
+    return asked
+
+
+def test_a_round_drafts_cheap_proposers_first_then_at_most_one_model_draft() -> None:
+    ctl = _round_controller()
+    assert ctl.is_cheap("suffix") and not ctl.is_cheap("static")
+    rnd = ctl.round(["static", "adaptive", "suffix"], 8)
+    asked = _drain(rnd, {"suffix": [], "static": [0.9] * 4, "adaptive": [0.9] * 4})
+    assert asked[0] == "suffix" and len(asked) == 2  # the suffix had nothing: one model draft, not two
+    choice = rnd.choice()
+    assert choice is not None and choice.proposer == asked[1] and choice.k >= 1
+
+
+def test_a_round_skips_the_model_draft_when_the_suffix_draft_in_hand_beats_its_plan() -> None:
+    ctl = _round_controller()
+    for _ in range(100):  # long suffix matches are always accepted; model drafts rarely
+        ctl.observe("suffix", [0.99] * 8, 0, 8)
+        ctl.observe("static", [0.5] * 4, 0, 0)
+        ctl.observe("adaptive", [0.5] * 4, 0, 0)
+    rnd = ctl.round(["static", "adaptive", "suffix"], 8)
+    assert _drain(rnd, {"suffix": [0.99] * 8}) == ["suffix"]
+    choice = rnd.choice()
+    assert choice is not None and (choice.proposer, choice.k) == ("suffix", 8)
+
+
+def test_a_round_with_nothing_drafted_or_no_room_decodes_plainly() -> None:
+    ctl = _round_controller()
+    rnd = ctl.round(["suffix"], 8)
+    assert _drain(rnd, {}) == ["suffix"] and rnd.choice() is None
+    rnd = ctl.round(["static", "suffix"], 0)  # one token left: nothing to draft
+    assert rnd.next() is None and rnd.choice() is None
+
+
+def test_a_fixed_lookahead_round_stops_at_the_first_draft() -> None:
+    costs = CostModel({1: 1.0}, {"static": 0.1, "adaptive": 0.1})
+    ctl = Controller(ControllerConfig(exploration=0.0, fixed_k=3), costs)
+    rnd = ctl.round(["static", "adaptive"], 8)
+    assert rnd.k_cap == 3
+    asked = _drain(rnd, {"static": [0.1] * 3, "adaptive": [0.1] * 3})
+    assert len(asked) == 1
+    choice = rnd.choice()
+    assert choice is not None and choice.k == 3
