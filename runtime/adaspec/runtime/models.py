@@ -13,8 +13,16 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedTokenizerBase
 from transformers import AutoTokenizer as _AutoTokenizer
+from transformers.cache_utils import DynamicLayer
+
+from adaspec.runtime.tree import DraftTree, tree_attention_mask, tree_position_ids
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# cached_ids holds this for each tree node between feed_tree and keep_path: the nodes are no sequence,
+# and since no context token equals it, `sync` and `truncate` to the pending token drop the whole tree.
+TREE_SLOT = -1
+# Attention kernels that take a ready-made 4D additive mask (feed_tree needs one).
+TREE_ATTENTION = ("eager", "sdpa")
 
 
 class ModelLoadError(ValueError):
@@ -96,6 +104,7 @@ class CachedLM:
 
     `feed` appends tokens and returns their logits; `truncate` drops cached positions (exact
     rollback of rejected draft tokens); `sync` keeps the longest cached prefix of a context.
+    `feed_tree` scores a whole draft tree in one pass and `keep_path` then keeps one root path of it.
     """
 
     model: Any
@@ -108,6 +117,7 @@ class CachedLM:
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._can_keep = "logits_to_keep" in params
+        self._tree: DraftTree | None = None  # the tree fed by feed_tree, until keep_path
 
     @property
     def vocab_size(self) -> int:
@@ -141,6 +151,71 @@ class CachedLM:
         self.cached_ids.extend(int(i) for i in ids)
         logits: torch.Tensor = out.logits[0].float()  # [n or last, vocab]
         return logits[-last:] if last > 0 else logits
+
+    @torch.inference_mode()
+    def feed_tree(self, pending: int, tree: DraftTree) -> torch.Tensor:
+        """Score [pending, *tree nodes] in one pass after the cache; return logits [n+1, vocab] (float32).
+
+        Row 0 scores the token after `pending`, row i+1 the token after node i's path. Each node attends
+        to the cache, `pending`, its ancestors and itself, at position past_len + depth (SpecInfer,
+        arXiv 2305.09781), so its logits equal those of feeding its path as a chain. Until `keep_path`,
+        `cached_ids` ends with `pending` and one TREE_SLOT per node; call `keep_path` (or `sync`, which
+        drops the whole tree) before `feed`.
+        """
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        if impl not in TREE_ATTENTION:
+            raise ValueError(f"feed_tree needs attention implementation in {TREE_ATTENTION}, got {impl!r}")
+        if TREE_SLOT in self.cached_ids:
+            raise ValueError("feed_tree called again before keep_path; keep a path of the last tree first")
+        past_len = len(self.cached_ids)
+        if past_len + 1 + tree.max_depth > self.max_positions:
+            raise ValueError(
+                f"tree of depth {tree.max_depth} after {past_len + 1} tokens exceeds max_positions "
+                f"{self.max_positions}"
+            )
+        x = torch.tensor([[pending, *tree.token_ids]], dtype=torch.long, device=self.device)  # [1, n+1]
+        mask = tree_attention_mask(tree, past_len, dtype=self.model.dtype, device=self.device)
+        positions = tree_position_ids(tree, past_len).to(self.device)  # [1, n+1]
+        kwargs: dict[str, Any] = {self._cache_kw: self.cache}
+        out = self.model(input_ids=x, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        self.cached_ids.extend([int(pending), *([TREE_SLOT] * tree.n)])
+        self._tree = tree
+        logits: torch.Tensor = out.logits[0].float()  # [n+1, vocab]
+        return logits
+
+    @torch.inference_mode()
+    def keep_path(self, path: Sequence[int]) -> None:
+        """After `feed_tree`, keep the cache of past + pending + the nodes on `path` (a root path).
+
+        The kept keys and values are gathered along the sequence dimension of every layer; they equal
+        those of feeding the path's tokens as a chain. An empty path keeps past + pending.
+        """
+        tree = self._tree
+        held = len(self.cached_ids)
+        if tree is None or held <= tree.n or self.cached_ids[held - tree.n :] != [TREE_SLOT] * tree.n:
+            raise ValueError("keep_path needs a tree fed by feed_tree and not yet kept or truncated")
+        tree.check_path(path)
+        base = held - tree.n  # past_len + 1: positions up to and including pending
+        index = torch.tensor([*range(base), *(base + i for i in path)], dtype=torch.long, device=self.device)
+        kv: list[tuple[DynamicLayer, torch.Tensor, torch.Tensor]] = []
+        for layer_idx, layer in enumerate(self.cache.layers):
+            # exactly DynamicLayer: its subclasses (sliding window, quantized) keep state a gather would break
+            if not isinstance(layer, DynamicLayer) or type(layer) is not DynamicLayer:
+                raise ValueError(
+                    f"keep_path supports DynamicLayer caches, layer {layer_idx} is {type(layer).__name__}"
+                )
+            keys, values = layer.keys, layer.values  # [batch, kv_heads, held, head_dim] each
+            if not layer.is_initialized or keys is None or values is None:
+                continue
+            if keys.shape[-2] != held or values.shape[-2] != held:
+                raise ValueError(f"cache layer {layer_idx} holds {keys.shape[-2]} positions, expected {held}")
+            kv.append((layer, keys, values))
+        for layer, keys, values in kv:
+            layer.keys = keys.index_select(-2, index)  # [batch, kv_heads, base + len(path), head_dim]
+            layer.values = values.index_select(-2, index)
+        del self.cached_ids[base:]
+        self.cached_ids.extend(tree.token_ids[i] for i in path)
+        self._tree = None
 
     def truncate(self, length: int) -> None:
         """Keep only the first `length` cached positions."""
