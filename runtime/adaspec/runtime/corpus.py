@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaspec.runtime.workloads import is_heldout
+from adaspec.runtime.workloads import extensions_for, is_heldout, is_source
 
-EXTENSIONS = {"python": (".py",), "go": (".go",), "c": (".h", ".c"), "java": (".java",)}
 SKIP_DIRS = {"test", "tests", "testdata", "__pycache__", "site-packages", "vendor", "idlelib", "turtledemo"}
 
 
@@ -66,16 +65,15 @@ class SourceFile:
 def iter_sources(
     lang: str, root: Path, min_bytes: int = 2000, max_bytes: int = 200_000
 ) -> Iterator[SourceFile]:
-    """Yield source files of `lang` under `root`, sorted, skipping tests, vendored code and huge files."""
-    exts = EXTENSIONS.get(lang)
-    if exts is None:
-        raise ValueError(f"unknown language {lang!r}; known: {', '.join(sorted(EXTENSIONS))}")
+    """Yield source files of `lang` (endings from workloads' table) under `root`, sorted, skipping tests,
+    vendored code and huge files; raise ValueError for an unknown language or a missing directory."""
+    exts = extensions_for(lang)
     if not root.is_dir():
         raise ValueError(f"{lang} source directory {str(root)!r} does not exist")
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
         for fn in sorted(filenames):
-            if not fn.endswith(exts) or fn.endswith("_test.go"):
+            if not is_source(fn, exts):
                 continue
             p = Path(dirpath) / fn
             try:

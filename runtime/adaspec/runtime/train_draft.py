@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from adaspec.runtime.artifacts import sha256_file
+from adaspec.runtime.draft_data import batches, epochs, token_stream, training_files
 from adaspec.runtime.models import tokenizer_fingerprint
 from adaspec.runtime.workloads import Corpus, CorpusSpec, WorkloadError, is_heldout, list_corpus
 
-RECIPE_VERSION = 1
+log = logging.getLogger("adaspec.train_draft")
+
+RECIPE_VERSION = 2  # 2: the step count, not a time budget, ends training and drives the LR schedule
+CAP_FIELDS = ("budget_minutes",)  # recipe fields that only cap the run: outside the recipe hash
+StopReason = Literal["steps", "time_cap"]  # the recipe completed, or the wall-clock cap cut it short
 STATIC_REVISION = "static"  # the revision id of a static draft (the operator's and serve's `static`)
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -41,6 +46,12 @@ class DraftRecipe:
     `layers` (self-speculative early-exit initialisation, LayerSkip arXiv 2404.16710) and are then
     distilled toward the target's next-token distribution (forward KL on all positions, the
     token-level KD of DistillSpec arXiv 2310.08461) on `lang` sources only.
+
+    `steps` optimisation steps end training and drive the learning rate (`lr_scale`), so the same recipe
+    gives the same draft on a loaded machine as on an idle one; 450 steps took about 15 minutes on this
+    project's 2-core CPU (456 steps in 901 s, `bench/results/drift-full`). `budget_minutes` only caps the
+    training loop's wall-clock time: when it is hit first, training stops short and the report says
+    `stopped_by="time_cap"`. The cap is not part of the recipe hash.
     """
 
     lang: str = "python"
@@ -49,11 +60,21 @@ class DraftRecipe:
     batch_size: int = 4
     lr: float = 3e-3
     warmup_steps: int = 10
-    budget_minutes: float = 15.0
-    max_steps: int = 2000
+    steps: int = 450
+    budget_minutes: float = 60.0
     seed: int = 0
     eval_sequences: int = 8
     version: int = RECIPE_VERSION
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "seq_len", "batch_size", "steps", "eval_sequences"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"recipe {name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("lr", "budget_minutes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"recipe {name} must be > 0, got {getattr(self, name)!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"recipe warmup_steps must be >= 0, got {self.warmup_steps!r}")
 
 
 @dataclass
@@ -65,8 +86,10 @@ class TrainReport:
     trainable_parameters: int
     size_bytes: int
     steps: int
+    planned_steps: int  # the recipe's `steps`; fewer were run when stopped_by is "time_cap"
     tokens: int
     seconds: float
+    stopped_by: StopReason
     final_train_kl: float
     eval_kl_before: float
     eval_kl_after: float
@@ -76,7 +99,8 @@ class TrainReport:
 
 
 def recipe_hash(recipe: DraftRecipe, target_dir: Path, corpus: Corpus) -> str:
-    """Return a sha256 over the recipe, the target's weights/config identity and the corpus file list."""
+    """Return a sha256 over the recipe (less its cap, `CAP_FIELDS`), the target's weights/config identity
+    and the corpus file list."""
     target_id = {
         name: (target_dir / name).stat().st_size if (target_dir / name).exists() else None
         for name in ("config.json", "model.safetensors", "tokenizer.json")
@@ -85,49 +109,24 @@ def recipe_hash(recipe: DraftRecipe, target_dir: Path, corpus: Corpus) -> str:
     if marker.is_file():
         target_id["conversion"] = json.loads(marker.read_text()).get("gguf_sha256")
     blob = json.dumps(
-        {"recipe": asdict(recipe), "target": target_id, "corpus": [corpus.lang, list(corpus.files)]},
+        {"recipe": recipe_identity(recipe), "target": target_id, "corpus": [corpus.lang, list(corpus.files)]},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def training_files(corpus: Corpus) -> list[str]:
-    """Files training may read: the non-held-out split (benchmarks prompt only from the held-out one)."""
-    return [f for f in corpus.files if not is_heldout(f)]
+def recipe_identity(recipe: DraftRecipe) -> dict[str, Any]:
+    """Return the recipe's fields that determine the draft (all but the wall-clock cap)."""
+    return {k: v for k, v in asdict(recipe).items() if k not in CAP_FIELDS}
 
 
-def token_stream(
-    corpus: Corpus,
-    files: Sequence[str],
-    encode: Callable[[str], list[int]],
-    eos: int,
-    seed: int,
-    used: list[str],
-) -> Iterator[int]:
-    """Yield tokens of the files in a seeded order, separated by EOS; append each file read to `used`."""
-    order = list(files)
-    random.Random(seed).shuffle(order)
-    for file_id in order:
-        try:
-            text = corpus.read(file_id)
-        except WorkloadError as exc:
-            if isinstance(exc.__cause__, UnicodeDecodeError):
-                continue
-            raise
-        used.append(file_id)
-        yield from encode(text)
-        yield eos
-
-
-def batches(stream: Iterator[int], batch_size: int, seq_len: int) -> Iterator[torch.Tensor]:
-    """Yield [batch, seq_len] windows cut consecutively from the stream (stops when it runs dry)."""
-    need = batch_size * seq_len
-    buf: list[int] = []
-    for tok in stream:
-        buf.append(tok)
-        if len(buf) == need:
-            yield torch.tensor(buf, dtype=torch.long).view(batch_size, seq_len)
-            buf = []
+def lr_scale(step: int, steps: int, warmup_steps: int, floor: float = 0.05) -> float:
+    """Return the learning-rate multiplier of 0-based `step` out of `steps`: linear warm-up over
+    `warmup_steps`, then cosine decay over the remaining steps, never below `floor` (steps, never time)."""
+    if step < warmup_steps:
+        return max(floor, (step + 1) / warmup_steps)
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return max(floor, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
 def build_student(target: Any, layers: int) -> Any:
@@ -177,8 +176,11 @@ def train(
     corpus_spec: CorpusSpec,
     recipe: DraftRecipe,
     progress: Callable[[int, float, float], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[Any, Any, TrainReport]:
-    """Distil a draft; return (student, tokenizer, report). `progress(step, elapsed_s, loss)` per step."""
+    """Distil a draft for `recipe.steps` steps (fewer when the loop's time cap `recipe.budget_minutes`, read
+    on `clock`, is hit first: logged and reported as `stopped_by`); return (student, tokenizer, report).
+    `progress(step, elapsed_s, loss)` after each step."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     corpus = list_corpus(corpus_spec)
@@ -214,19 +216,20 @@ def train(
     params = [p for p in student.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     budget_s = recipe.budget_minutes * 60.0
-    started = time.perf_counter()
     steps, tokens, ema = 0, 0, float("nan")
+    stopped_by: StopReason = "steps"
     student.train()
-    stream = token_stream(corpus, files, encode, eos, recipe.seed, used)
-    for ids in batches(stream, recipe.batch_size, recipe.seq_len):
-        elapsed = time.perf_counter() - started
-        if steps >= recipe.max_steps or elapsed >= budget_s:
+    data = batches(epochs(corpus, files, encode, eos, recipe.seed, used), recipe.batch_size, recipe.seq_len)
+    started = clock()
+    while steps < recipe.steps:
+        if clock() - started >= budget_s:
+            stopped_by = "time_cap"
             break
-        # Linear warm-up, then cosine decay over the time budget (the budget, not steps, ends training).
-        frac = min(1.0, elapsed / budget_s)
-        scale = min(1.0, (steps + 1) / recipe.warmup_steps) * 0.5 * (1.0 + math.cos(math.pi * frac))
+        ids = next(data, None)  # [batch, seq]
+        if ids is None:
+            raise WorkloadError(f"{corpus.lang} corpus {str(corpus.path)!r}: no tokens in its training files")
         for group in optim.param_groups:
-            group["lr"] = recipe.lr * max(scale, 0.05)
+            group["lr"] = recipe.lr * lr_scale(steps, recipe.steps, recipe.warmup_steps)
         with torch.inference_mode():
             t_logits = target(ids).logits  # [batch, seq, vocab]
         loss = kd_loss(student(ids).logits, t_logits.clone())
@@ -239,10 +242,15 @@ def train(
         value = loss.detach().item()
         ema = value if math.isnan(ema) else 0.9 * ema + 0.1 * value
         if progress is not None:
-            progress(steps, time.perf_counter() - started, ema)
-    seconds = time.perf_counter() - started
+            progress(steps, clock() - started, ema)
+    seconds = clock() - started
     if steps == 0:
-        raise WorkloadError(f"no training step fitted in the budget ({recipe.budget_minutes} min) or corpus")
+        raise WorkloadError(f"no training step fitted in the time cap ({recipe.budget_minutes} min)")
+    if stopped_by == "time_cap":
+        log.warning(  # the recipe was not completed: a larger --budget-minutes would finish it
+            f"event=train_draft_time_cap steps={steps} planned_steps={recipe.steps} "
+            f"budget_minutes={recipe.budget_minutes:g}"
+        )
     student.eval()
     kl_after, agree_after = evaluate(student, target, eval_data)
     total = sum(p.numel() for p in student.parameters())
@@ -252,8 +260,10 @@ def train(
         trainable_parameters=sum(p.numel() for p in params),
         size_bytes=0,
         steps=steps,
+        planned_steps=recipe.steps,
         tokens=tokens,
         seconds=round(seconds, 1),
+        stopped_by=stopped_by,
         final_train_kl=round(ema, 4),
         eval_kl_before=round(kl_before, 4),
         eval_kl_after=round(kl_after, 4),
@@ -313,13 +323,21 @@ def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, r
     return out
 
 
-def cached_report(out: Path, digest: str) -> dict[str, Any] | None:
-    """Return the manifest of a draft already built by the same recipe hash in `out`, else None."""
+def cached_report(out: Path, digest: str, budget_minutes: float | None = None) -> dict[str, Any] | None:
+    """Return the manifest of a draft already built by the same recipe hash in `out`, else None. A draft the
+    time cap stopped short is not reused under a larger cap `budget_minutes` (it may now complete)."""
     manifest = out / "manifest.json"
     if not manifest.is_file() or not (out / "model.safetensors").is_file():
         return None
     data: dict[str, Any] = json.loads(manifest.read_text())
-    return data if draft_report(data).get("recipe_hash") == digest else None
+    report = draft_report(data)
+    if report.get("recipe_hash") != digest:
+        return None
+    if budget_minutes is not None and report.get("stopped_by") == "time_cap":
+        capped = dict(data.get("training_window") or {}).get("recipe", {}).get("budget_minutes", 0.0)
+        if budget_minutes > capped:
+            return None
+    return data
 
 
 def draft_report(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -338,7 +356,8 @@ def ensure_draft(
 ) -> tuple[Path, dict[str, Any], bool]:
     """Return (draft dir, manifest, built_now): reuse `out` (default: the cache, by recipe hash) or train.
 
-    The progress bar runs over the time budget and shows the step and the smoothed KL loss.
+    The progress bar runs over the recipe's steps and shows the smoothed KL loss. A draft the time cap
+    stopped short is reused (with a warning) unless the cap is now larger.
     """
     from tqdm import tqdm
 
@@ -348,15 +367,16 @@ def ensure_draft(
         raise ValueError(f"target model directory {str(target_dir)!r} has no config.json")
     digest = recipe_hash(recipe, target_dir, list_corpus(corpus_spec))
     out = out or cache_root() / "drafts" / f"{corpus_spec.lang}-{digest[:12]}"
-    cached = cached_report(out, digest)
+    cached = cached_report(out, digest, recipe.budget_minutes)
     if cached is not None:
+        if draft_report(cached).get("stopped_by") == "time_cap":
+            log.warning("event=train_draft_reused_incomplete out=%s msg='stopped by its time cap'", out)
         return out, cached, False
-    budget = int(recipe.budget_minutes * 60)
-    with tqdm(total=budget, unit="s", desc="train-draft", disable=not show_progress) as bar:
+    with tqdm(total=recipe.steps, unit="step", desc="train-draft", disable=not show_progress) as bar:
 
         def progress(step: int, elapsed: float, loss: float) -> None:
-            bar.n = min(budget, int(elapsed))
-            bar.set_postfix(step=step, kl=f"{loss:.3f}", refresh=False)
+            bar.n = step
+            bar.set_postfix(kl=f"{loss:.3f}", refresh=False)
             bar.refresh()
 
         student, _tokenizer, report = train(target_dir, corpus_spec, recipe, progress)
@@ -368,10 +388,11 @@ def ensure_draft(
 
 
 def default_static_draft(
-    target_dir: Path, python: CorpusSpec, budget_minutes: float = 15.0, seed: int = 0
+    target_dir: Path, python: CorpusSpec, budget_minutes: float = DraftRecipe.budget_minutes, seed: int = 0
 ) -> tuple[Path, dict[str, Any], bool]:
     """Return (dir, manifest, built_now) of the static draft `bench drift` and `demo` share: train-draft's
-    recipe on `python`, cached under `<cache>/drafts/static-python` (trained when absent or stale)."""
+    recipe on `python` (`budget_minutes` its time cap), cached under `<cache>/drafts/static-python` (trained
+    when absent or stale)."""
     from adaspec.runtime.pretrained import cache_root
 
     recipe = DraftRecipe(lang="python", budget_minutes=budget_minutes, seed=seed)

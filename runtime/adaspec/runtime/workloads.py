@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import sysconfig
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The one table of known corpus languages and the file-name endings of their sources (`--corpus LANG=PATH`);
+# any other language is given with its endings (`--corpus LANG:.EXT,...=PATH`).
 LANG_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "python": (".py",),
     "go": (".go",),
@@ -20,6 +23,11 @@ LANG_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "rust": (".rs",),
     "javascript": (".js",),
 }
+TEST_SUFFIXES = ("_test.go",)  # sources that test another file: never a workload, never trained on
+CORPUS_SYNTAX = "LANG=PATH or LANG:.EXT[,.EXT...]=PATH"
+LANG_NAME = re.compile(r"[a-z][a-z0-9_+-]{0,31}")  # also a cache directory's name: no path characters
+EXTENSION = re.compile(r"(\.[A-Za-z0-9_+-]{1,16}){1,3}")  # .pl, .PL, .d.ts
+MAX_EXTENSIONS = 16
 # Directories never walked: bytecode caches, installed third-party code, fixture data.
 SKIP_DIRS = frozenset({"__pycache__", "site-packages", "dist-packages", "testdata", ".git", "node_modules"})
 JVM_ROOT = Path("/usr/lib/jvm")
@@ -30,24 +38,65 @@ class WorkloadError(ValueError):
     """A corpus cannot be used; the message names the path or file and why."""
 
 
+def extensions_for(lang: str, given: Sequence[str] = ()) -> tuple[str, ...]:
+    """Return the file-name endings of `lang`'s sources: `given` (a missing leading dot added), else the
+    known table's. Raise WorkloadError naming a bad language name or ending, or a language that is not in
+    the table and comes without endings (the message says how to give them)."""
+    if not LANG_NAME.fullmatch(lang):
+        raise WorkloadError(
+            f"corpus language {lang!r} must be a lower-case letter then up to 31 of a-z 0-9 _ + -"
+        )
+    if not given:
+        if lang not in LANG_EXTENSIONS:
+            known = ", ".join(LANG_EXTENSIONS)
+            raise WorkloadError(
+                f"unknown corpus language {lang!r} (known: {known}); for another language give the "
+                f"endings of its files, e.g. --corpus {lang}:.ext1,.ext2=PATH"
+            )
+        return LANG_EXTENSIONS[lang]
+    if len(given) > MAX_EXTENSIONS:
+        raise WorkloadError(f"{lang} corpus: at most {MAX_EXTENSIONS} file endings, got {len(given)}")
+    exts = tuple(dict.fromkeys(e if e.startswith(".") else f".{e}" for e in given))
+    bad = [e for e in exts if not EXTENSION.fullmatch(e)]
+    if bad:
+        raise WorkloadError(
+            f"{lang} corpus: bad file ending {bad[0]!r}; an ending is a dot then 1-16 of A-Z a-z 0-9 _ + - "
+            "(up to three parts, as .d.ts)"
+        )
+    return exts
+
+
+def is_source(name: str, extensions: tuple[str, ...]) -> bool:
+    """True when the file name ends in one of `extensions` and is not a test of another file (`_test.go`)."""
+    return name.endswith(extensions) and not name.endswith(TEST_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
-    """`LANG=PATH` as given on the command line (PATH: a directory of sources, or a .zip of them)."""
+    """`LANG=PATH` or `LANG:.EXT,...=PATH` as given on the command line (PATH: a directory of sources, or a
+    .zip of them). Built directly, `extensions` defaults to the known table's for `lang`."""
 
     lang: str
     path: Path
+    extensions: tuple[str, ...] = ()  # file-name endings of the sources; checked and filled on construction
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extensions", extensions_for(self.lang, self.extensions))
 
     @classmethod
     def parse(cls, text: str) -> CorpusSpec:
-        """Parse `LANG=PATH`; raise WorkloadError naming the bad argument."""
-        lang, sep, path = text.partition("=")
-        lang = lang.strip().lower()
-        if not sep or not lang or not path.strip():
-            raise WorkloadError(f"corpus must be LANG=PATH, got {text!r}")
-        if lang not in LANG_EXTENSIONS:
-            known = ", ".join(LANG_EXTENSIONS)
-            raise WorkloadError(f"unknown corpus language {lang!r} in {text!r}; known: {known}")
-        return cls(lang, Path(path.strip()).expanduser())
+        """Parse `LANG=PATH` (a known language) or `LANG:.EXT1,.EXT2=PATH` (any language, its endings
+        given); raise WorkloadError naming the bad argument."""
+        head, sep, path = text.partition("=")
+        name, colon, endings = head.partition(":")
+        lang = name.strip().lower()
+        if not sep or not lang or not path.strip() or (colon and not endings.strip()):
+            raise WorkloadError(f"corpus must be {CORPUS_SYNTAX}, got {text!r}")
+        given = tuple(e.strip() for e in endings.split(",")) if colon else ()
+        try:
+            return cls(lang, Path(path.strip()).expanduser(), given)
+        except WorkloadError as exc:
+            raise WorkloadError(f"{exc} (in {text!r})") from exc
 
 
 @dataclass(frozen=True)
@@ -118,25 +167,22 @@ def default_corpora() -> list[CorpusSpec]:
     return specs
 
 
-def _matches(name: str, lang: str) -> bool:
-    return name.endswith(LANG_EXTENSIONS[lang]) and not name.endswith("_test.go")
-
-
 def list_corpus(spec: CorpusSpec) -> Corpus:
-    """Find the source files of `spec.lang` under `spec.path`; raise WorkloadError when there are none."""
+    """Find the source files of `spec.lang` (by `spec.extensions`) under `spec.path`; raise WorkloadError
+    when there are none."""
     path = spec.path
     files: list[str] = []
     if path.is_dir():
         root = path.resolve()
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-            files.extend(str(Path(dirpath) / f) for f in sorted(filenames) if _matches(f, spec.lang))
+            files.extend(str(Path(dirpath) / f) for f in sorted(filenames) if is_source(f, spec.extensions))
     elif path.is_file():
         if not zipfile.is_zipfile(path):
             raise WorkloadError(f"{spec.lang} corpus {str(path)!r} is a file but not a zip of sources")
         try:
             with zipfile.ZipFile(path) as zf:
-                names = sorted(n for n in zf.namelist() if _matches(n, spec.lang))
+                names = sorted(n for n in zf.namelist() if is_source(n, spec.extensions))
         except (OSError, zipfile.BadZipFile) as exc:
             raise WorkloadError(f"cannot read {spec.lang} corpus archive {str(path)!r}: {exc}") from exc
         root = path.resolve()
@@ -144,7 +190,7 @@ def list_corpus(spec: CorpusSpec) -> Corpus:
     else:
         raise WorkloadError(f"{spec.lang} corpus path {str(path)!r} does not exist")
     if not files:
-        exts = ", ".join(LANG_EXTENSIONS[spec.lang])
+        exts = ", ".join(spec.extensions)
         raise WorkloadError(f"{spec.lang} corpus {str(path)!r} contains no source files ({exts})")
     return Corpus(spec.lang, root, tuple(files))
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaspec.runtime.corpus import collect
-from adaspec.runtime.train_draft import training_files
-from adaspec.runtime.workloads import CorpusSpec, cut_prompts, is_heldout, list_corpus
+import pytest
+
+from adaspec.runtime.corpus import collect, iter_sources
+from adaspec.runtime.draft_data import training_files
+from adaspec.runtime.workloads import (
+    LANG_EXTENSIONS,
+    CorpusSpec,
+    WorkloadError,
+    cut_prompts,
+    is_heldout,
+    list_corpus,
+)
 
 
 def source_tree(root: Path, count: int) -> Path:
@@ -36,3 +45,17 @@ def test_training_files_and_held_out_files_never_overlap(tmp_path: Path) -> None
     encode = lambda s: [ord(c) for c in s]  # noqa: E731
     prompts, _ = cut_prompts(corpus, encode, 5, prompt_tokens=(50, 80), heldout_only=True)
     assert {p.file_id for p in prompts} <= held
+
+
+def test_corpus_and_workloads_share_one_table_of_languages(tmp_path: Path) -> None:
+    body = "int f(void) { return 0; }\n" * 100  # about 2.6 kB, above corpus's 2 kB floor
+    for name in ("a.cc", "b.hpp", "c.h", "d.py", "e_test.go"):
+        (tmp_path / name).write_text(body)
+    assert [f.rel for f in iter_sources("cpp", tmp_path)] == ["a.cc", "b.hpp", "c.h"]  # the table's endings
+    assert {f.rel for f in iter_sources("cpp", tmp_path)} == {
+        Path(f).name for f in list_corpus(CorpusSpec("cpp", tmp_path)).files
+    }
+    assert [f.rel for f in iter_sources("go", tmp_path)] == []  # _test.go is never a source
+    assert "cpp" in LANG_EXTENSIONS
+    with pytest.raises(WorkloadError, match="unknown corpus language 'cobol'"):
+        list(iter_sources("cobol", tmp_path))

@@ -1,8 +1,12 @@
-"""train-draft's recipe pieces: cache key, data windows, split, student initialisation, KD loss, saving."""
+"""train-draft's recipe pieces: cache key, LR schedule, student initialisation, KD loss, step budget and
+time cap, saving."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,17 +19,16 @@ from adaspec.runtime.models import tokenizer_fingerprint
 from adaspec.runtime.train_draft import (
     DraftRecipe,
     TrainReport,
-    batches,
     build_student,
     cached_report,
     draft_report,
     kd_loss,
+    lr_scale,
     recipe_hash,
     save_draft,
-    token_stream,
-    training_files,
+    train,
 )
-from adaspec.runtime.workloads import CorpusSpec, is_heldout, list_corpus
+from adaspec.runtime.workloads import CorpusSpec, WorkloadError, is_heldout, list_corpus
 
 
 def tiny_target() -> LlamaForCausalLM:
@@ -57,24 +60,34 @@ def test_recipe_hash_changes_with_recipe_and_corpus(tmp_path: Path) -> None:
     recipe = DraftRecipe()
     assert recipe_hash(recipe, target, corpus) == recipe_hash(DraftRecipe(), target, corpus)
     assert recipe_hash(recipe, target, corpus) != recipe_hash(replace(recipe, seed=1), target, corpus)
-    assert recipe_hash(recipe, target, corpus) != recipe_hash(
+    assert recipe_hash(recipe, target, corpus) != recipe_hash(replace(recipe, steps=10), target, corpus)
+    # the time cap is not the recipe: a different cap names the same draft
+    assert recipe_hash(recipe, target, corpus) == recipe_hash(
         replace(recipe, budget_minutes=1), target, corpus
     )
     fewer = replace(corpus, files=corpus.files[1:])
     assert recipe_hash(recipe, target, corpus) != recipe_hash(recipe, target, fewer)
 
 
-def test_training_never_reads_held_out_files(tmp_path: Path) -> None:
-    corpus = list_corpus(CorpusSpec("python", corpus_dir(tmp_path, 40)))
-    files = training_files(corpus)
-    assert files and not any(is_heldout(f) for f in files)
-    used: list[str] = []
-    stream = token_stream(
-        corpus, files, lambda s: [len(w) % 60 for w in s.split()], eos=63, seed=0, used=used
-    )
-    windows = list(batches(stream, batch_size=2, seq_len=8))
-    assert all(w.shape == (2, 8) for w in windows)
-    assert set(used) <= set(files) and len(used) == len(files)
+def test_lr_schedule_runs_over_steps() -> None:
+    assert [lr_scale(s, 100, 10) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # linear warm-up
+    assert lr_scale(10, 100, 10) == 1.0  # the cosine starts at the peak
+    assert lr_scale(55, 100, 10) == pytest.approx(0.5)  # half-way through the decay
+    assert lr_scale(99, 100, 10) == 0.05 and lr_scale(500, 100, 10) == 0.05  # the floor
+    decay = [lr_scale(s, 100, 10) for s in range(10, 100)]
+    assert decay == sorted(decay, reverse=True)
+    # the same step of a longer recipe is earlier in its decay: the schedule scales with the step count
+    assert lr_scale(50, 1000, 10) > lr_scale(50, 100, 10)
+    assert lr_scale(0, 5, 0) == 1.0  # no warm-up
+
+
+def test_recipe_refuses_out_of_range_values() -> None:
+    with pytest.raises(ValueError, match="recipe steps must be >= 1, got 0"):
+        DraftRecipe(steps=0)
+    with pytest.raises(ValueError, match="recipe budget_minutes must be > 0, got -1"):
+        DraftRecipe(budget_minutes=-1)
+    with pytest.raises(ValueError, match="recipe warmup_steps must be >= 0, got -1"):
+        DraftRecipe(warmup_steps=-1)
 
 
 def test_student_copies_the_target_and_freezes_embeddings() -> None:
@@ -101,7 +114,7 @@ def test_saved_draft_is_found_by_its_recipe_hash(tmp_path: Path) -> None:
     target_dir.mkdir()
     (target_dir / "tokenizer.json").write_text('{"model": {}}')
     student = build_student(tiny_target(), layers=1)
-    report = TrainReport("abc123", 10, 5, 0, 1, 16, 0.5, 1.0, 2.0, 1.5, 0.1, 0.2, ["/src/a.py"])
+    report = TrainReport("abc123", 10, 5, 0, 1, 1, 16, 0.5, "steps", 1.0, 2.0, 1.5, 0.1, 0.2, ["/src/a.py"])
     out = save_draft(student, target_dir, tmp_path / "draft", DraftRecipe(), report)
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["files"]) == {"config.json", "model.safetensors", "tokenizer.json"}
@@ -132,23 +145,63 @@ def tiny_target_dir(tmp_path: Path) -> Path:
     return out
 
 
-def test_train_end_to_end_on_a_tiny_target(tmp_path: Path) -> None:
-    from adaspec.runtime.train_draft import train
-    from adaspec.runtime.workloads import WorkloadError
+def ticking(seconds_per_call: float) -> Callable[[], float]:
+    """A clock that advances `seconds_per_call` at every reading."""
+    ticks = itertools.count()
+    return lambda: next(ticks) * seconds_per_call
 
-    target_dir = tiny_target_dir(tmp_path)
+
+@pytest.fixture
+def tiny_setup(tmp_path: Path) -> tuple[Path, CorpusSpec]:
     src = tmp_path / "src"
     src.mkdir()
     corpus_dir(src, 40)
-    recipe = DraftRecipe(
-        layers=1, seq_len=8, batch_size=2, budget_minutes=0.05, max_steps=3, eval_sequences=2
-    )
-    student, _, report = train(target_dir, CorpusSpec("python", src), recipe)
-    assert 1 <= report.steps <= 3 and report.tokens == report.steps * 16
+    return tiny_target_dir(tmp_path), CorpusSpec("python", src)
+
+
+TINY = DraftRecipe(layers=1, seq_len=8, batch_size=2, steps=3, warmup_steps=1, eval_sequences=2)
+
+
+def test_train_end_to_end_on_a_tiny_target(tmp_path: Path, tiny_setup: tuple[Path, CorpusSpec]) -> None:
+    target_dir, spec = tiny_setup
+    student, _, report = train(target_dir, spec, TINY)
+    assert (report.steps, report.planned_steps, report.stopped_by) == (3, 3, "steps")
+    assert report.tokens == 3 * 16
     assert report.training_files and not any(is_heldout(f) for f in report.training_files)
     assert student.config.num_hidden_layers == 1
     few = tmp_path / "few"
     few.mkdir()
     (few / "a.py").write_text("x = 1\n")
     with pytest.raises(WorkloadError, match="training split|held-out"):
-        train(target_dir, CorpusSpec("python", few), recipe)
+        train(target_dir, CorpusSpec("python", few), TINY)
+
+
+def test_the_step_count_not_the_clock_decides_the_draft(tiny_setup: tuple[Path, CorpusSpec]) -> None:
+    target_dir, spec = tiny_setup
+    fast, _, fast_report = train(target_dir, spec, TINY, clock=ticking(0.001))
+    slow, _, slow_report = train(target_dir, spec, TINY, clock=ticking(600.0))  # a loaded machine, in the cap
+    assert fast_report.stopped_by == slow_report.stopped_by == "steps"
+    assert fast_report.steps == slow_report.steps == TINY.steps
+    slow_state = slow.state_dict()
+    assert all(torch.equal(v, slow_state[k]) for k, v in fast.state_dict().items())  # the same draft
+
+
+def test_the_time_cap_stops_training_and_says_so(
+    tmp_path: Path, tiny_setup: tuple[Path, CorpusSpec], caplog: pytest.LogCaptureFixture
+) -> None:
+    target_dir, spec = tiny_setup
+    recipe = replace(TINY, steps=50, budget_minutes=0.05)  # a 3 s cap, the clock ticks 1 s per reading
+    seen: list[int] = []
+    with caplog.at_level(logging.WARNING, logger="adaspec.train_draft"):
+        student, _, report = train(target_dir, spec, recipe, lambda s, *_: seen.append(s), ticking(1.0))
+    assert report.stopped_by == "time_cap" and report.planned_steps == 50
+    assert 1 <= report.steps < 50 and seen == list(range(1, report.steps + 1))
+    assert "event=train_draft_time_cap" in caplog.text and "planned_steps=50" in caplog.text
+    out = save_draft(student, target_dir, tmp_path / "draft", recipe, report)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert draft_report(manifest)["stopped_by"] == "time_cap"  # recorded in the manifest
+    digest = report.recipe_hash
+    assert cached_report(out, digest, budget_minutes=0.05) is not None  # the same cap would stop it again
+    assert cached_report(out, digest, budget_minutes=60.0) is None  # a larger cap may complete it: retrain
+    with pytest.raises(WorkloadError, match="no training step fitted in the time cap"):
+        train(target_dir, spec, recipe, clock=ticking(1000.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from adaspec.runtime.workloads import (
+    LANG_EXTENSIONS,
     Corpus,
     CorpusSpec,
     WorkloadError,
@@ -41,10 +43,63 @@ def write_sources(root: Path, count: int, lines: int = 120) -> list[Path]:
 def test_parse_corpus_argument() -> None:
     spec = CorpusSpec.parse("Go=/usr/local/go/src")
     assert spec == CorpusSpec("go", Path("/usr/local/go/src"))
+    assert spec.extensions == LANG_EXTENSIONS["go"]  # a known name takes the table's endings
     with pytest.raises(WorkloadError, match="LANG=PATH"):
         CorpusSpec.parse("/just/a/path")
-    with pytest.raises(WorkloadError, match="'cobol'"):
+
+
+def test_any_language_with_its_endings() -> None:
+    spec = CorpusSpec.parse("Perl:.pl,pm, .pl=/src/perl")
+    assert spec == CorpusSpec("perl", Path("/src/perl"), (".pl", ".pm"))  # dot added, duplicate dropped
+    assert CorpusSpec.parse("python:.py,.pyi=/x").extensions == (".py", ".pyi")  # a known name, overridden
+    assert CorpusSpec.parse("ts:.d.ts=C:/src=x").path == Path("C:/src=x")  # PATH may hold ':' and '='
+
+
+def test_unknown_language_without_endings_says_how_to_give_them() -> None:
+    with pytest.raises(WorkloadError) as info:
         CorpusSpec.parse("cobol=/src")
+    message = str(info.value)
+    assert "unknown corpus language 'cobol'" in message and "python, go" in message
+    assert "--corpus cobol:.ext1,.ext2=PATH" in message and "'cobol=/src'" in message
+    with pytest.raises(WorkloadError, match="unknown corpus language 'perl'"):
+        CorpusSpec("perl", Path("/src"))  # built directly, too
+
+
+@pytest.mark.parametrize(
+    ("text", "fault"),
+    [
+        ("perl:=/src", "LANG=PATH"),  # a colon with no endings
+        ("perl:.pl,=/src", "bad file ending '.'"),
+        ("perl:.p/l=/src", "bad file ending '.p/l'"),
+        ("perl:." + "x" * 17 + "=/src", "bad file ending"),
+        ("perl:" + ",".join(f".e{i}" for i in range(17)) + "=/src", "at most 16 file endings, got 17"),
+        ("../x:.pl=/src", "corpus language '../x' must be"),
+        ("p" * 33 + ":.pl=/src", "must be a lower-case letter"),
+        ("9lang:.x=/src", "must be a lower-case letter"),
+    ],
+)
+def test_bad_names_and_endings_are_refused(text: str, fault: str) -> None:
+    with pytest.raises(WorkloadError, match=re.escape(fault)):
+        CorpusSpec.parse(text)
+
+
+def test_a_new_language_corpus_yields_prompts(tmp_path: Path) -> None:
+    body = "".join(f"sub f{j} {{\n    my ($x) = @_;\n    return $x + {j};\n}}\n\n" for j in range(120))
+    for i in range(4):
+        (tmp_path / f"Mod{i}.pm" if i % 2 else tmp_path / f"script{i}.pl").write_text(body)
+    (tmp_path / "notes.txt").write_text(body)
+    corpus = list_corpus(CorpusSpec.parse(f"perl:.pl,.pm={tmp_path}"))
+    assert len(corpus.files) == 4 and not any(f.endswith(".txt") for f in corpus.files)
+    prompts, report = cut_prompts(corpus, encode, 3, prompt_tokens=(100, 150))
+    assert len(prompts) == 3 and {p.lang for p in prompts} == {"perl"} and report.lang == "perl"
+    with pytest.raises(WorkloadError, match=r"no source files \(\.rb\)"):
+        list_corpus(CorpusSpec.parse(f"ruby:.rb={tmp_path}"))
+
+
+def test_go_tests_are_never_sources(tmp_path: Path) -> None:
+    (tmp_path / "a.go").write_text("package a\n")
+    (tmp_path / "a_test.go").write_text("package a\n")
+    assert [Path(f).name for f in list_corpus(CorpusSpec("go", tmp_path)).files] == ["a.go"]
 
 
 def test_list_corpus_walks_sources_and_skips_caches(tmp_path: Path) -> None:

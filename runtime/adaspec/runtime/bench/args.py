@@ -33,12 +33,27 @@ def add_train_draft_parser(sub: Any) -> None:
     t = sub.add_parser("train-draft", help="distil a small static draft from the target on one language")
     t.add_argument("--target", required=True, help=f"target model directory, or {PRETRAINED_ALIAS!r}")
     t.add_argument(
-        "--corpus", required=True, help="LANG=PATH: the sources to distil on (e.g. python=/usr/lib/python3)"
+        "--corpus",
+        required=True,
+        metavar="LANG=PATH",
+        help="the sources to distil on: LANG=PATH for a known language (e.g. python=/usr/lib/python3), "
+        "LANG:.EXT,...=PATH for any other (e.g. perl:.pl,.pm=/src)",
     )
     t.add_argument(
         "--out", required=True, help="draft directory to write (reused when the recipe hash matches)"
     )
-    t.add_argument("--budget-minutes", type=positive_float, default=15.0, help="training time budget")
+    t.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="optimisation steps: they end training and drive the LR schedule (default: the recipe's, 450)",
+    )
+    t.add_argument(
+        "--budget-minutes",
+        type=positive_float,
+        default=None,
+        help="wall-clock cap on training (default 60); hit first, it stops training short and says so",
+    )
     t.add_argument("--layers", type=positive_int, default=2, help="draft transformer layers")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true", help="print the manifest's report as JSON")
@@ -54,7 +69,8 @@ def add_drift_parser(bench_sub: Any) -> None:
         action="append",
         default=None,
         metavar="LANG=PATH",
-        help="a phase, repeatable, in order (default: Python stdlib, Go sources, JDK src.zip)",
+        help="a phase, repeatable, in order (default: Python stdlib, Go sources, JDK src.zip); "
+        "LANG:.EXT,...=PATH for a language not known (e.g. perl:.pl,.pm=/src)",
     )
     d.add_argument("--requests-per-phase", type=positive_int, default=None)
     d.add_argument("--max-new-tokens", type=positive_int, default=None)
@@ -75,8 +91,8 @@ def add_drift_parser(bench_sub: Any) -> None:
     d.add_argument(
         "--draft-budget-minutes",
         type=positive_float,
-        default=15.0,
-        help="budget when the default static draft must be trained first",
+        default=60.0,
+        help="time cap on training the default static draft when it must be trained first",
     )
     d.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 lossless sampling")
     d.add_argument("--seed", type=int, default=0)

@@ -49,9 +49,9 @@ def run_train_draft(args: argparse.Namespace) -> int:
     try:
         spec = CorpusSpec.parse(args.corpus)
         target = resolve_target(args.target)
-        recipe = DraftRecipe(
-            lang=spec.lang, layers=args.layers, budget_minutes=args.budget_minutes, seed=args.seed
-        )
+        given = {"steps": args.steps, "budget_minutes": args.budget_minutes}  # None: the recipe's default
+        overrides = {k: v for k, v in given.items() if v is not None}
+        recipe = DraftRecipe(lang=spec.lang, layers=args.layers, seed=args.seed, **overrides)
         out, manifest, built = ensure_draft(target, spec, Path(args.out).expanduser(), recipe)
     except (WorkloadError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
@@ -67,9 +67,15 @@ def run_train_draft(args: argparse.Namespace) -> int:
         f"({report['trainable_parameters'] / 1e6:.1f} M trained)"
     )
     print(
-        f"training: {report['seconds']:.0f} s, {report['steps']} steps, {report['tokens']} tokens, "
-        f"{len(files)} {spec.lang} files"
+        f"training: {report['seconds']:.0f} s, {report['steps']} of {report['planned_steps']} steps "
+        f"(stopped by {report['stopped_by']}), {report['tokens']} tokens, {len(files)} {spec.lang} files"
     )
+    if report["stopped_by"] == "time_cap":
+        print(
+            f"warning: the time cap stopped training after {report['steps']} of the recipe's "
+            f"{report['planned_steps']} steps: the recipe was not completed (raise --budget-minutes)",
+            file=sys.stderr,
+        )
     print(
         f"loss (forward KL to the target): train {report['final_train_kl']:.3f}; held-out "
         f"{report['eval_kl_before']:.3f} -> {report['eval_kl_after']:.3f}; top-1 agreement "

@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
     d.add_argument("--max-requests", type=positive_int, default=2000, help="cap on requests in all")
     d.add_argument("--max-tokens", type=positive_int, default=48, help="tokens per completion")
     d.add_argument("--time-limit", type=positive_int, default=1800, help="seconds; the demo stops there")
-    d.add_argument("--draft-budget-minutes", type=float, default=15.0, help="static draft training cap")
+    d.add_argument("--draft-budget-minutes", type=float, default=60.0, help="static draft training cap")
     d.add_argument(
         "--adapting-pause",
         type=float,

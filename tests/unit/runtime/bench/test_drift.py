@@ -37,7 +37,16 @@ def test_bad_corpus_argument_for_train_draft(tmp_path: Path, capsys: pytest.Capt
         ["train-draft", "--target", str(tmp_path), "--corpus", "python", "--out", str(tmp_path / "d")]
     )
     assert code == 2
-    assert "corpus must be LANG=PATH, got 'python'" in capsys.readouterr().err
+    assert "corpus must be LANG=PATH or LANG:.EXT[,.EXT...]=PATH, got 'python'" in capsys.readouterr().err
+
+
+def test_unknown_language_phase_says_how_to_give_its_endings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["bench", "drift", "--corpus", f"perl={tmp_path}", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "unknown corpus language 'perl'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_failure_mid_run_leaves_only_a_partial_file(
@@ -79,6 +88,11 @@ def test_config_presets_and_duplicate_phases() -> None:
         drift.QUICK["requests_per_phase"],
         drift.QUICK["max_new_tokens"],
     )
+    args.corpus = ["python=/x", "perl:.pl,.pm=/y"]  # any language, given its endings, is a phase
+    assert [(p.lang, p.extensions) for p in drift.config_from_args(args).phases] == [
+        ("python", (".py",)),
+        ("perl", (".pl", ".pm")),
+    ]
     args.corpus = ["python=/x", "python=/y"]
     with pytest.raises(CommandError, match="its own language"):
         drift.config_from_args(args)
