@@ -110,6 +110,8 @@ class SpeculativeEngine:
         self.eos_token_ids = eos_ids(eos_token_id)  # every id that ends a sequence (Llama-3 has several)
         self.vocab = target.vocab_size
         self.totals = GenerationStats()  # across all requests served
+        self._features_wanted = False  # a proposer of this request reads the target's features
+        self._features = torch.empty(0)  # [k+1, hidden] of the last verification, when wanted
 
     def replace_proposer(self, proposer: Proposer) -> None:
         """Serve `proposer` in place of the one with its name (call between requests only).
@@ -168,7 +170,10 @@ class SpeculativeEngine:
         """Verify phase: one target pass over the pending token plus k drafted tokens."""
         tokens = list(draft.token_ids[:k]) if draft is not None else []
         t0 = time.perf_counter()
-        logits = self.target.feed([context[-1], *tokens])  # [k+1, vocab]
+        if self._features_wanted:
+            logits, self._features = self.target.feed_with_features([context[-1], *tokens])  # [k+1, ...]
+        else:
+            logits = self.target.feed([context[-1], *tokens])  # [k+1, vocab]
         if sampling.greedy:
             verdict = verify_greedy(logits, tokens)
         elif sampling.reproducible and sampling.seed is not None:
@@ -206,9 +211,14 @@ class SpeculativeEngine:
             if not _safe(partial(p.begin, request), pname, stats):
                 del active[pname]
 
+        readers = [p for p in active.values() if getattr(p, "needs_features", False)]
+        self._features_wanted = bool(readers)
         t0 = time.perf_counter()
         self.target.reset()
-        if len(prompt) > 1:
+        if len(prompt) > 1 and readers:
+            _, features = self.target.feed_with_features(prompt[:-1], last=1)
+            self._share_features(readers, active, 0, features, stats)
+        elif len(prompt) > 1:
             self.target.feed(prompt[:-1], last=1)
         stats.prefill_seconds = time.perf_counter() - t0
 
@@ -235,6 +245,9 @@ class SpeculativeEngine:
                 committed = committed[: ends[0] + 1]
                 finish = "stop"
             self.target.truncate(len(context) + verdict.num_accepted)
+            if readers:  # the pending token's and the accepted tokens' features are now exact
+                rows = self._features[: verdict.num_accepted + 1]  # [n_accepted + 1, hidden]
+                self._share_features(readers, active, len(context) - 1, rows, stats)
             context.extend(committed)
             out.extend(committed)
             steps.append(Step(name if k else None, k, verdict.num_accepted, len(committed)))
@@ -260,6 +273,23 @@ class SpeculativeEngine:
             _safe(partial(p.end, out), pname, stats)
         self.totals.merge(stats)
         return GenerationResult(token_ids=out, finish_reason=finish, stats=stats, steps=tuple(steps))
+
+    def _share_features(
+        self,
+        readers: list[Proposer],
+        active: dict[str, Proposer],
+        start: int,
+        rows: torch.Tensor,
+        stats: GenerationStats,
+    ) -> None:
+        """Give feature-reading proposers the target's features at committed positions start.. (one per
+        row); one that fails is dropped for the rest of the request, as any failing proposer is."""
+        for p in list(readers):
+            observe = getattr(p, "observe_features", None)
+            if not callable(observe) or not _safe(partial(observe, start, rows), p.name, stats):
+                readers.remove(p)
+                active.pop(p.name, None)
+        self._features_wanted = bool(readers)
 
 
 def _safe(call: Callable[[], None], name: str, stats: GenerationStats) -> bool:
@@ -387,6 +417,7 @@ def build_engine(
         device=device,
         max_positions=target.max_positions,
         on_estimate=ctl.set_prior,
+        target=target_model,
     )
     proposers = [build_proposer(n, ctx) for n in names]
     for p in proposers:

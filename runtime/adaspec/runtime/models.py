@@ -217,6 +217,23 @@ class CachedLM:
         self.cached_ids.extend(tree.token_ids[i] for i in path)
         self._tree = None
 
+    @torch.inference_mode()
+    def feed_with_features(self, ids: Sequence[int], last: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """`feed`, also returning the target's features [len(ids), hidden] (float32): the final hidden
+        states after the final norm, what the output head reads (feature-level drafts learn from them).
+
+        The output head runs only on the last `last` positions when `last` > 0, as in `feed`.
+        """
+        if not ids:
+            raise ValueError("feed needs at least one token")
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # [1, n]
+        out = self.model.model(input_ids=x, use_cache=True, **{self._cache_kw: self.cache})
+        hidden: torch.Tensor = out.last_hidden_state[0]  # [n, hidden]
+        self.cached_ids.extend(int(i) for i in ids)
+        rows = hidden[-last:] if last > 0 else hidden
+        logits: torch.Tensor = self.model.lm_head(rows).float()  # [n or last, vocab]
+        return logits, hidden.float()
+
     def truncate(self, length: int) -> None:
         """Keep only the first `length` cached positions."""
         drop = len(self.cached_ids) - length

@@ -9,13 +9,23 @@ STRATEGIES: dict[str, tuple[str, ...]] = {
     "suffix": ("suffix",),
     "adaptive": ("adaptive",),
     "hybrid": ("static", "adaptive", "suffix"),
+    "feature": ("feature",),  # the feature-level learned draft alone (EAGLE-style, learns online)
+    "hybrid-feature": ("static", "feature", "suffix"),
     "ngram": ("ngram",),
     "arctic-suffix": ("arctic-suffix",),
 }
 # The target alone: every speed-up divides by it, every lossless check compares tokens with it.
 BASELINE = "target-only"
 # The strategies made of adaspec's own proposers (the others are peers measured beside them).
-STRATEGY_NAMES: tuple[str, ...] = ("target-only", "static", "suffix", "adaptive", "hybrid")
+STRATEGY_NAMES: tuple[str, ...] = (
+    "target-only",
+    "static",
+    "suffix",
+    "adaptive",
+    "hybrid",
+    "feature",
+    "hybrid-feature",
+)
 PEER_STRATEGIES: tuple[str, ...] = ("ngram", "arctic-suffix")
 
 

@@ -34,7 +34,9 @@ def hf_reference(fixture_dir: Path, prompts: list[Prompt]) -> list[list[int]]:
     return out
 
 
-@pytest.mark.parametrize("strategy", ["target-only", "static", "suffix", "adaptive", "hybrid"])
+@pytest.mark.parametrize(
+    "strategy", ["target-only", "static", "suffix", "adaptive", "hybrid", "feature", "hybrid-feature"]
+)
 def test_every_strategy_equals_transformers_generate(
     strategy: str, fixture_dir: Path, prompts: list[Prompt], hf_reference: list[list[int]]
 ) -> None:

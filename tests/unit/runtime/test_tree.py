@@ -21,25 +21,7 @@ from adaspec.runtime.tree import (
 )
 from adaspec.runtime.verify import verify_greedy, verify_sampling
 
-
-def chi_square_pvalue(observed: list[int], expected_probs: list[float]) -> float:
-    """Pearson chi-square goodness-of-fit p-value (cells with tiny expectation are pooled)."""
-    n = sum(observed)
-    obs, exp = [], []
-    pool_o, pool_e = 0.0, 0.0
-    for o, p in zip(observed, expected_probs, strict=True):
-        if p * n < 5:
-            pool_o, pool_e = pool_o + o, pool_e + p * n
-        else:
-            obs.append(float(o))
-            exp.append(p * n)
-    if pool_e > 0:
-        obs.append(pool_o)
-        exp.append(pool_e)
-    stat = sum((o - e) ** 2 / e for o, e in zip(obs, exp, strict=True))
-    df = len(obs) - 1
-    return float(torch.special.gammaincc(torch.tensor(df / 2.0), torch.tensor(stat / 2.0)))
-
+from .test_verify import chi_square_pvalue
 
 # root -> 0 -> 2 -> 3, root -> 1 -> 4
 HAND_TREE = DraftTree(token_ids=(5, 6, 7, 8, 9), parents=(-1, -1, 0, 2, 1))

@@ -30,7 +30,7 @@ from adaspec.runtime.workloads import (
 
 # Lookahead of the vLLM-style baselines (None: adaspec's controller chooses k per step).
 FIXED_K: dict[str, int | None] = {"static": 4, "ngram": 4, "arctic-suffix": 8}
-NEEDS_DRAFT = ("static", "adaptive", "hybrid")
+NEEDS_DRAFT = ("static", "adaptive", "hybrid", "hybrid-feature")
 # --quick is sized to finish in under 15 minutes on this 2-core machine (535 s measured idle); its
 # windows are 4 requests so that each phase still shows a trend.
 QUICK = {"requests_per_phase": 8, "max_new_tokens": 32, "window": 4}
@@ -48,7 +48,7 @@ class DriftConfig:
     out: Path
     target: str = PRETRAINED_ALIAS
     static_draft: Path | None = None
-    draft_budget_minutes: float = 15.0
+    draft_budget_minutes: float = 60.0
     temperature: float = 0.0
     seed: int = 0
     quick: bool = False

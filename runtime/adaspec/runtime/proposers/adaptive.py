@@ -206,6 +206,33 @@ class OnlineDistiller:
             return self.version, self._snapshot
 
 
+def train_in_background(
+    step: Callable[[], bool],
+    cfg: Any,
+    wake: threading.Event,
+    stop: threading.Event,
+    failed: Callable[[Exception], None],
+) -> None:
+    """A trainer thread's loop: after each wake-up, up to `cfg.steps_per_request` steps, each followed by
+    a pause that keeps training to `cfg.compute_share` of wall time; a step that raises is reported to
+    `failed` and training waits for the next request (serving and later learning go on)."""
+    share = cfg.compute_share
+    while not stop.is_set():
+        wake.wait(timeout=0.5)
+        wake.clear()
+        for _ in range(cfg.steps_per_request):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter()
+            try:
+                if not step():
+                    break
+            except Exception as exc:  # noqa: BLE001 - a failed update must not stop serving or learning
+                failed(exc)
+                break
+            stop.wait((time.perf_counter() - t0) * (1.0 - share) / share)
+
+
 class AdaptiveProposer(DraftModelProposer):
     """A draft model that keeps learning from the target's verified outputs."""
 
@@ -279,23 +306,11 @@ class AdaptiveProposer(DraftModelProposer):
 
     # -- background training -------------------------------------------------------------
     def _run(self) -> None:
-        share = self.cfg.compute_share
-        while not self._stop.is_set():
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
-            for _ in range(self.cfg.steps_per_request):
-                if self._stop.is_set():
-                    return
-                t0 = time.perf_counter()
-                try:
-                    if not self.distiller.step():
-                        break
-                except Exception as exc:  # noqa: BLE001 - a failed update must not stop serving or learning
-                    self.train_failures += 1
-                    log.error("event=adaptive_train_failure failures=%d error=%r", self.train_failures, exc)
-                    break
-                spent = time.perf_counter() - t0
-                self._stop.wait(spent * (1.0 - share) / share)
+        train_in_background(lambda: self.distiller.step(), self.cfg, self._wake, self._stop, self._failed)
+
+    def _failed(self, exc: Exception) -> None:
+        self.train_failures += 1
+        log.error("event=adaptive_train_failure failures=%d error=%r", self.train_failures, exc)
 
     def save_revision(self, out_dir: Path, **manifest: Any) -> Manifest:
         """Write the newest trained weights as a revision (see artifacts.save_revision for the fields)."""

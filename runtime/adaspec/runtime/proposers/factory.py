@@ -23,7 +23,7 @@ PEER_MODULES = {
     "ngram": "adaspec.runtime.proposers.ngram",
     "arctic-suffix": "adaspec.runtime.proposers.arctic",
 }
-PROPOSERS = ("static", "suffix", "adaptive", *PEER_MODULES)
+PROPOSERS = ("static", "suffix", "adaptive", "feature", *PEER_MODULES)
 
 
 @dataclass
@@ -39,6 +39,7 @@ class BuildContext:
     device: str = "cpu"
     max_positions: int = 2048
     on_estimate: Callable[[str, float], None] | None = None
+    target: Any | None = None  # the loaded target model (feature-level drafts read its head and features)
 
 
 def scratch_draft(ctx: BuildContext) -> Any:
@@ -61,6 +62,14 @@ def build_proposer(name: str, ctx: BuildContext) -> Proposer:
         return AdaptiveProposer(CachedLM(model, ctx.device), ctx.adaptive, on_estimate=ctx.on_estimate)
     if name == "suffix":
         return SuffixProposer()
+    if name == "feature":
+        if ctx.target is None:
+            raise ValueError("proposer 'feature' needs the target model")
+        from adaspec.runtime.proposers.feature import FeatureConfig, FeatureProposer
+
+        # it trains where the adaptive draft would: in a worker thread when serving, inline in tests
+        background = ctx.adaptive.background if ctx.adaptive is not None else False
+        return FeatureProposer(ctx.target, FeatureConfig(background=background), on_estimate=ctx.on_estimate)
     if name in PEER_MODULES:
         module = importlib.import_module(PEER_MODULES[name])
         peer: Proposer = module.build(ctx.vocab_size, ctx.k_max)
