@@ -7,7 +7,7 @@ from adaspec.runtime.strategies import BASELINE, PEER_STRATEGIES, STRATEGY_NAMES
 # The strategies of `bench drift`, in the order of its report: the baseline, the fixed-lookahead ones
 # that vLLM ships (a static draft, then the peers), then adaspec's own adaptive ones. All those of
 # `adaspec.runtime.strategies`, reordered: target-only, static, ngram, arctic-suffix, suffix, adaptive,
-# hybrid.
+# hybrid, feature, hybrid-feature.
 _FIXED_LOOKAHEAD = ("static", *PEER_STRATEGIES)
 DRIFT_STRATEGIES: tuple[str, ...] = (
     BASELINE,

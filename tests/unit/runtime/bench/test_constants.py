@@ -16,4 +16,6 @@ def test_drift_strategies_are_the_one_list_reordered() -> None:
         "suffix",
         "adaptive",
         "hybrid",
+        "feature",
+        "hybrid-feature",
     )
