@@ -110,8 +110,6 @@ class SpeculativeEngine:
         self.eos_token_ids = eos_ids(eos_token_id)  # every id that ends a sequence (Llama-3 has several)
         self.vocab = target.vocab_size
         self.totals = GenerationStats()  # across all requests served
-        self._features_wanted = False  # a proposer of this request reads the target's features
-        self._features = torch.empty(0)  # [k+1, hidden] of the last verification, when wanted
 
     def replace_proposer(self, proposer: Proposer) -> None:
         """Serve `proposer` in place of the one with its name (call between requests only).
@@ -166,12 +164,15 @@ class SpeculativeEngine:
         k: int,
         sampling: SamplingParams,
         gen: torch.Generator | None,
-    ) -> tuple[Verdict, torch.Tensor, float]:
-        """Verify phase: one target pass over the pending token plus k drafted tokens."""
+        features: bool = False,
+    ) -> tuple[Verdict, torch.Tensor, float, torch.Tensor | None]:
+        """Verify phase: one target pass over the pending token plus k drafted tokens; returns the
+        verdict, the logits [k+1, vocab], the seconds taken and, when asked, the features [k+1, hidden]."""
         tokens = list(draft.token_ids[:k]) if draft is not None else []
         t0 = time.perf_counter()
-        if self._features_wanted:
-            logits, self._features = self.target.feed_with_features([context[-1], *tokens])  # [k+1, ...]
+        hidden = None
+        if features:
+            logits, hidden = self.target.feed_with_features([context[-1], *tokens])
         else:
             logits = self.target.feed([context[-1], *tokens])  # [k+1, vocab]
         if sampling.greedy:
@@ -184,7 +185,7 @@ class SpeculativeEngine:
             p = logits_to_probs(logits, sampling)  # [k+1, vocab]
             q = draft.probs[:k] if draft is not None and draft.probs is not None else None
             verdict = verify_sampling(p, q, tokens, gen)
-        return verdict, logits, time.perf_counter() - t0
+        return verdict, logits, time.perf_counter() - t0, hidden
 
     # -- the loop ----------------------------------------------------------------------
     def generate(
@@ -212,7 +213,6 @@ class SpeculativeEngine:
                 del active[pname]
 
         readers = [p for p in active.values() if getattr(p, "needs_features", False)]
-        self._features_wanted = bool(readers)
         t0 = time.perf_counter()
         self.target.reset()
         if len(prompt) > 1 and readers:
@@ -236,7 +236,7 @@ class SpeculativeEngine:
             if proposal is not None:
                 name, draft, k = proposal
             # verify
-            verdict, logits, seconds = self._verify(context, draft, k, sampling, gen)
+            verdict, logits, seconds, hidden = self._verify(context, draft, k, sampling, gen, bool(readers))
             stats.target_forward_passes += 1
             # accept / rollback
             committed = verdict.committed(draft.token_ids[:k] if draft is not None else ())
@@ -245,8 +245,8 @@ class SpeculativeEngine:
                 committed = committed[: ends[0] + 1]
                 finish = "stop"
             self.target.truncate(len(context) + verdict.num_accepted)
-            if readers:  # the pending token's and the accepted tokens' features are now exact
-                rows = self._features[: verdict.num_accepted + 1]  # [n_accepted + 1, hidden]
+            if readers and hidden is not None:  # the pending and accepted tokens' features are exact now
+                rows = hidden[: verdict.num_accepted + 1]  # [n_accepted + 1, hidden]
                 self._share_features(readers, active, len(context) - 1, rows, stats)
             context.extend(committed)
             out.extend(committed)
@@ -289,7 +289,6 @@ class SpeculativeEngine:
             if not callable(observe) or not _safe(partial(observe, start, rows), p.name, stats):
                 readers.remove(p)
                 active.pop(p.name, None)
-        self._features_wanted = bool(readers)
 
 
 def _safe(call: Callable[[], None], name: str, stats: GenerationStats) -> bool:
