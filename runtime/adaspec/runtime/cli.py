@@ -65,8 +65,14 @@ def register(sub: Any) -> None:
     m.set_defaults(func=_bench_micro)
 
     # Issue 3 (drift benchmark on SmolLM2): parsers live beside their code, still without heavy imports.
-    from adaspec.runtime.bench.args import add_drift_parser, add_serve_bench_parser, add_train_draft_parser
+    from adaspec.runtime.bench.args import (
+        add_drift_parser,
+        add_replay_parser,
+        add_serve_bench_parser,
+        add_train_draft_parser,
+    )
 
     add_train_draft_parser(sub)
     add_drift_parser(bsub)
+    add_replay_parser(bsub)
     add_serve_bench_parser(bsub)

@@ -22,6 +22,12 @@ def _bench_drift(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _bench_replay(args: argparse.Namespace) -> int:
+    from adaspec.runtime.bench.replay import run_from_args
+
+    return run_from_args(args)
+
+
 def _bench_serve(args: argparse.Namespace) -> int:
     from adaspec.runtime.bench.serve import run_from_args
 
@@ -97,6 +103,35 @@ def add_drift_parser(bench_sub: Any) -> None:
     d.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 lossless sampling")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_bench_drift)
+
+
+def add_replay_parser(bench_sub: Any) -> None:
+    """Register `adaspec bench replay`."""
+    r = bench_sub.add_parser(
+        "replay",
+        help="replay a greedy bench drift run's requests with model-free strategies, without the target",
+    )
+    r.add_argument("run", help="a bench drift --out directory (traces.jsonl and results.json)")
+    r.add_argument(
+        "--strategies",
+        default="suffix,ngram,arctic-suffix",
+        help="comma-separated; replayable: those of suffix, ngram, arctic-suffix and static",
+    )
+    r.add_argument(
+        "--fixed-k",
+        action="append",
+        metavar="STRATEGY=K",
+        help="lookahead per strategy, repeatable (default: bench drift's; K = 0: under the controller)",
+    )
+    r.add_argument(
+        "--max-lookahead",
+        type=positive_int,
+        default=None,
+        help="the controller's maximum lookahead (default: the runtime's)",
+    )
+    r.add_argument("--static-draft", default=None, help="the run's static draft, for strategies with static")
+    r.add_argument("--json", action="store_true", help="print the figures as JSON")
+    r.set_defaults(func=_bench_replay)
 
 
 def add_serve_bench_parser(bench_sub: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from adaspec.cli.main import CommandError
 from adaspec.runtime.bench.commands import parse_strategies, resolve_target
-from adaspec.runtime.bench.constants import PRETRAINED_ALIAS
+from adaspec.runtime.bench.constants import FIXED_K, PRETRAINED_ALIAS, TRACES_FILE
 from adaspec.runtime.bench.report import clear_outputs, table, write_all, write_partial
 from adaspec.runtime.bench.summary import RequestRecord, goals, summarize
 from adaspec.runtime.train_draft import draft_report
@@ -28,8 +28,7 @@ from adaspec.runtime.workloads import (
     list_corpus,
 )
 
-# Lookahead of the vLLM-style baselines (None: adaspec's controller chooses k per step).
-FIXED_K: dict[str, int | None] = {"static": 4, "ngram": 4, "arctic-suffix": 8}
+# Strategies that run the static draft (or start from it)
 NEEDS_DRAFT = ("static", "adaptive", "hybrid", "hybrid-feature")
 # --quick is sized to finish in under 15 minutes on this 2-core machine (535 s measured idle); its
 # windows are 4 requests so that each phase still shows a trend.
@@ -168,6 +167,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
     from tqdm import tqdm
 
     from adaspec.runtime.bench.costs import measure_costs
+    from adaspec.runtime.bench.replay import Trace, write_traces
     from adaspec.runtime.cpukernels import TuningReport
     from adaspec.runtime.engine import build_engine
     from adaspec.runtime.models import load_tokenizer
@@ -218,6 +218,17 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
                     bar.update(1)
                 index += 1
     del engines
+    if config.temperature == 0 and config.strategies:
+        # greedy: every strategy committed the target's tokens; any one's are the trace (the report
+        # checks that they all match target-only's)
+        first = config.strategies[0]
+        flat = [p for phase_prompts in prompts for p in phase_prompts]
+        mine = [r for r in records if r.strategy == first]
+        write_traces(
+            config.out / TRACES_FILE,
+            (Trace(r.phase, tuple(p.token_ids), r.token_ids) for r, p in zip(mine, flat, strict=True)),
+        )
+        setup["traces"] = TRACES_FILE
     costs = measure_costs(target_dir, draft_dir, plan=kernels)
     phases = [p.lang for p in config.phases]
     setup["wall_seconds"] = time.perf_counter() - started

@@ -9,13 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adaspec.runtime.bench.constants import TRACES_FILE
+
 OUTPUT_FILES = ("results.json", "drift.png", "report.md")
 PARTIAL_FILE = "results.partial.json"
 
 
 def clear_outputs(out: Path) -> None:
     """Remove earlier outputs so that a failed run never leaves older results looking current."""
-    for name in (*OUTPUT_FILES, PARTIAL_FILE):
+    for name in (*OUTPUT_FILES, PARTIAL_FILE, TRACES_FILE):
         (out / name).unlink(missing_ok=True)
 
 
@@ -91,6 +93,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _times(value: Any) -> str:
+    """A ratio as "1.23x", or "n/a" (no target-only run to divide by)."""
+    text = _fmt(value)
+    return text if text == "n/a" else f"{text}x"
+
+
 def _fmt(value: Any, spec: str = ".2f") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -111,7 +119,7 @@ def table(results: dict[str, Any]) -> str:
             f = data["phases"][lang]
             rows.append(
                 f"| {name} | {lang} | {_fmt(f['mean_accepted_length'])} | {_fmt(f['acceptance_rate'])} "
-                f"| {_fmt(f['tokens_per_second'], '.1f')} | {_fmt(f['speedup_vs_target_only'])}x "
+                f"| {_fmt(f['tokens_per_second'], '.1f')} | {_times(f['speedup_vs_target_only'])} "
                 f"| {_fmt(f['tokens_match_target_only'])} |"
             )
     return "\n".join(rows)
