@@ -197,3 +197,15 @@ def test_a_fixed_lookahead_round_stops_at_the_first_draft() -> None:
     assert len(asked) == 1
     choice = rnd.choice()
     assert choice is not None and choice.k == 3
+
+
+def test_a_cheap_proposer_drafts_to_the_cap_and_choose_k_trims_it() -> None:
+    ctl = _controller(confidence_threshold=0.3)
+    ctl.costs.draft["suffix"] = 1e-6
+    for _ in range(100):
+        ctl.observe("suffix", [0.1, 0.1], 0, 0)  # low confidence: rejected
+    assert ctl.is_cheap("suffix")
+    stop = ctl.stopper("suffix", 4)
+    assert [stop(i, 0.1) for i in range(4)] == [False, False, False, True]
+    k, _ = ctl.choose_k("suffix", [0.1] * 4, 0, 1e-6)
+    assert k == 1  # verified for one token only, as any non-empty draft is

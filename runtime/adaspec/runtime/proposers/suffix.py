@@ -1,92 +1,202 @@
-"""`suffix`: model-free adaptive speculation from n-gram continuations of recent traffic.
+"""`suffix`: model-free adaptive speculation from the continuations of recent traffic.
 
-In the spirit of SuffixDecoding (Oliaro et al., arXiv 2411.04975): one index over the current
-request (prompt plus output so far) and one over previous requests, updated online after every
-request, with frequency-based probabilities and bounded memory. Instead of a suffix tree we keep
-n-gram tables (n = min_n..max_n) of next-token counts; the longest matching suffix of the context
-wins, which is what a suffix tree walk finds.
+After SuffixDecoding (Oliaro et al., arXiv 2411.04975): one index over the current request (prompt
+plus output so far) and one over previous requests, per workload tag, updated online after every
+request, with frequency-scored continuations and bounded memory. A suffix tree's walk is done here
+on a token buffer instead: every place where the context's last two tokens occur is a candidate, the
+candidates whose preceding tokens match the context longest (up to `max_depth`, 32 by default) are
+the matched node, and the draft follows the most frequent next token among them, keeping only the
+candidates that agree, as a walk down the tree's subtree would. Deep matches (a copied block of code)
+then draft long continuations with their measured frequencies as confidence, and a match never stops
+at a fixed n-gram order.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 
+_SEP = -1  # between documents in a buffer: never matched, never a continuation
+
 
 @dataclass(frozen=True)
 class Match:
-    """The continuation an index predicts for a context."""
+    """Candidates for a context: positions in an index's buffer, each the token after `depth` tokens that
+    match the context's last `depth` tokens."""
 
-    length: int  # n-gram length matched
-    token: int
-    prob: float  # smoothed frequency of `token` after that n-gram
+    depth: int
+    positions: np.ndarray  # [n] int64
 
 
-class NGramIndex:
-    """Next-token counts for every n-gram (min_n <= n <= max_n) in a bounded window of documents."""
+class SuffixIndex:
+    """Documents in one token buffer, and where each token and each pair of tokens is followed in them.
 
-    def __init__(self, min_n: int = 2, max_n: int = 8, max_tokens: int = 65536) -> None:
-        if not 1 <= min_n <= max_n:
-            raise ValueError(f"need 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        self.min_n, self.max_n, self.max_tokens = min_n, max_n, max_tokens
-        self._table: dict[tuple[int, ...], dict[int, int]] = {}
-        self._docs: deque[list[int]] = deque()
-        self.size = 0  # tokens held
+    `max_tokens` bounds the tokens held (the oldest documents go first) and `max_per_key` the
+    positions kept per token and per pair (the most recent), so memory and a lookup's work are bounded.
+    """
 
-    def _count(self, tokens: Sequence[int], j: int, delta: int) -> None:
-        nxt = tokens[j]
-        for n in range(self.min_n, self.max_n + 1):
-            if j - n < 0:
-                break
-            key = tuple(tokens[j - n : j])
-            row = self._table.setdefault(key, {})
-            c = row.get(nxt, 0) + delta
-            if c > 0:
-                row[nxt] = c
-            else:
-                row.pop(nxt, None)
-                if not row:
-                    del self._table[key]
+    def __init__(self, max_depth: int = 32, max_tokens: int = 65536, max_per_key: int = 512) -> None:
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be >= 1, got {max_depth}")
+        if max_tokens < 1 or max_per_key < 1:
+            raise ValueError(f"max_tokens and max_per_key must be >= 1, got {max_tokens}, {max_per_key}")
+        self.max_depth, self.max_tokens, self.max_per_key = max_depth, max_tokens, max_per_key
+        self._buf = np.full(1024, _SEP, dtype=np.int64)
+        self._len = 0
+        self._one: dict[int, list[int]] = {}  # token -> positions that follow it
+        self._two: dict[tuple[int, int], list[int]] = {}  # pair -> positions that follow it
+        self._docs: deque[tuple[int, int]] = deque()  # (start, end) in the buffer, oldest first
+        self._open: int | None = None  # start of the document `extend` grows
 
-    def add(self, tokens: Sequence[int]) -> None:
-        """Index a document (its last max_tokens tokens), evicting the oldest documents to stay bounded."""
-        doc = list(tokens[-self.max_tokens :])
-        for j in range(len(doc)):
-            self._count(doc, j, +1)
-        self._docs.append(doc)
-        self.size += len(doc)
-        while self.size > self.max_tokens:
-            old = self._docs.popleft()
-            for j in range(len(old)):
-                self._count(old, j, -1)
-            self.size -= len(old)
-
-    def append(self, tokens: list[int], start: int) -> None:
-        """Index positions start.. of a growing document `tokens` (a request's own context)."""
-        for j in range(max(start, 1), len(tokens)):
-            self._count(tokens, j, +1)
-        self.size = len(tokens)
-
-    def lookup(self, context: Sequence[int]) -> Match | None:
-        """Return the continuation of the longest indexed suffix of `context`, or None."""
-        for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
-            row = self._table.get(tuple(context[-n:]))
-            if row:
-                token, count = max(row.items(), key=lambda kv: kv[1])
-                return Match(length=n, token=token, prob=count / (sum(row.values()) + 1))
-        return None
+    @property
+    def size(self) -> int:
+        """Tokens held."""
+        grown = self._len - self._open if self._open is not None else 0
+        return sum(end - start for start, end in self._docs) + grown
 
     @property
     def num_keys(self) -> int:
-        """Distinct n-grams held (a proxy for memory)."""
-        return len(self._table)
+        """Distinct tokens and pairs indexed (a proxy for memory)."""
+        return len(self._one) + len(self._two)
+
+    def _note(self, table: dict[Any, list[int]], key: Any, p: int) -> None:
+        row = table.setdefault(key, [])
+        row.append(p)
+        if len(row) > self.max_per_key:
+            del row[: len(row) - self.max_per_key]
+
+    def _push(self, tokens: Sequence[int]) -> None:
+        n = len(tokens)
+        if self._len + n > len(self._buf):
+            grown = np.full(max(2 * len(self._buf), self._len + n), _SEP, dtype=np.int64)
+            grown[: self._len] = self._buf[: self._len]
+            self._buf = grown
+        start = self._len
+        self._buf[start : start + n] = tokens
+        self._len += n
+        buf = self._buf
+        for p in range(max(start, 1), self._len):
+            b = int(buf[p - 1])
+            if b == _SEP or buf[p] == _SEP:
+                continue
+            self._note(self._one, b, p)
+            a = int(buf[p - 2]) if p >= 2 else _SEP
+            if a != _SEP:
+                self._note(self._two, (a, b), p)
+
+    def add(self, tokens: Sequence[int]) -> None:
+        """Index a whole document (its last max_tokens tokens), evicting the oldest to stay bounded."""
+        doc = [int(t) for t in tokens[-self.max_tokens :]]
+        if not doc:
+            return
+        start = self._len + 1
+        self._push([_SEP, *doc])
+        self._docs.append((start, self._len))
+        if self.size > self.max_tokens:
+            self._evict()
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Append tokens to the one growing document (a request's own prompt and output)."""
+        if self._open is None:
+            self._push([_SEP])
+            self._open = self._len
+        self._push([int(t) for t in tokens])
+
+    def _evict(self) -> None:
+        """Drop the oldest documents until the rest fit in 3/4 of max_tokens, then rebuild the buffer."""
+        keep: list[tuple[int, int]] = []
+        total = 0
+        for start, end in reversed(self._docs):
+            if total + end - start > self.max_tokens * 3 // 4 and keep:
+                break
+            keep.append((start, end))
+            total += end - start
+        docs = [self._buf[s:e].tolist() for s, e in reversed(keep)]
+        self._buf = np.full(max(1024, 2 * total), _SEP, dtype=np.int64)
+        self._len = 0
+        self._one.clear()
+        self._two.clear()
+        self._docs.clear()
+        for doc in docs:
+            self.add(doc)
+
+    def matches(self, context: Sequence[int]) -> list[Match]:
+        """Every distinct candidate set for the context's suffixes, shallow to deep.
+
+        Depth 1: where the last token was followed; from depth 2 on, where the last pair was, kept while
+        the tokens before match the context's (up to max_depth). A set is listed at the deepest depth
+        it matches; the last one is the longest match. Empty when nothing matches.
+        """
+        if not context:
+            return []
+        out = []
+        one = self._one.get(int(context[-1]))
+        if one:
+            out.append(Match(1, np.asarray(one, dtype=np.int64)))
+        two = self._two.get((int(context[-2]), int(context[-1]))) if len(context) >= 2 else None
+        if not two or self.max_depth < 2:
+            return out
+        positions = np.asarray(two, dtype=np.int64)
+        depth = 2
+        limit = min(self.max_depth, len(context))
+        while depth < limit:
+            back = positions - depth - 1
+            ok = back >= 0
+            ok[ok] = self._buf[back[ok]] == int(context[-depth - 1])
+            if not ok.all():
+                out.append(Match(depth, positions))
+                if not ok.any():
+                    return out
+                positions = positions[ok]
+            depth += 1
+        out.append(Match(depth, positions))
+        return out
+
+    def match(self, context: Sequence[int]) -> Match | None:
+        """The longest match, or None."""
+        found = self.matches(context)
+        return found[-1] if found else None
+
+    def tokens_at(self, positions: np.ndarray) -> np.ndarray:
+        """The tokens at these positions (_SEP past a document's end)."""
+        out = np.full(len(positions), _SEP, dtype=np.int64)
+        inside = positions < self._len
+        out[inside] = self._buf[positions[inside]]
+        return out
+
+
+def _most_frequent(tokens: np.ndarray) -> tuple[int, int]:
+    """The most frequent real token among these (_SEP when none) and its count."""
+    if len(tokens) <= 32:  # most walks: a handful of candidates, counted faster in Python
+        counts = Counter(t for t in tokens.tolist() if t != _SEP)
+        if not counts:
+            return _SEP, 0
+        token, count = counts.most_common(1)[0]
+        return int(token), int(count)
+    seen = tokens[tokens != _SEP]
+    if not len(seen):
+        return _SEP, 0
+    values, counts_ = np.unique(seen, return_counts=True)
+    best = int(counts_.argmax())
+    return int(values[best]), int(counts_[best])
+
+
+@dataclass
+class Path:
+    """A drafted continuation: its tokens, each one's frequency among the candidates that reached it, and
+    its score (the sum of the cumulative frequencies: the expected number of its tokens accepted)."""
+
+    depth: int
+    tokens: list[int] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    score: float = 0.0
 
 
 class SuffixProposer:
@@ -94,31 +204,39 @@ class SuffixProposer:
 
     Sources: the request's own prompt and output (always), and an index of previous requests' outputs
     (what the target generated; their prompts too with `index_prompts`), kept per workload tag (at
-    most `max_tags` tags, least recently used evicted).
+    most `max_tags` tags, least recently used evicted). The deeper of the two matches drafts; at equal
+    depth their candidates count together. Each token's confidence is its frequency among the
+    candidates still agreeing with the draft, smoothed (count / (n + 1)); drafting stops below
+    `min_token_prob` or when no candidate continues.
     """
 
     def __init__(
         self,
         name: str = "suffix",
-        min_n: int = 2,
-        max_n: int = 8,
+        max_depth: int = 32,
         max_tokens: int = 65536,
         max_tags: int = 16,
         min_token_prob: float = 0.1,
         index_prompts: bool = False,
+        max_per_key: int = 512,
+        max_spec_factor: float = 1.0,
     ) -> None:
         self.name = name
-        self.min_n, self.max_n, self.max_tokens = min_n, max_n, max_tokens
+        self.max_depth, self.max_tokens, self.max_per_key = max_depth, max_tokens, max_per_key
         self.max_tags, self.min_token_prob, self.index_prompts = max_tags, min_token_prob, index_prompts
-        self._global: OrderedDict[str | None, NGramIndex] = OrderedDict()
-        self._local = NGramIndex(min_n, max_n, max_tokens)
-        self._local_tokens: list[int] = []
+        self.max_spec_factor = max_spec_factor
+        self._global: OrderedDict[str | None, SuffixIndex] = OrderedDict()
+        self._local = self._new_index()
+        self._local_len = 0
         self._request = RequestInfo(prompt_ids=())
 
-    def _index_for(self, tag: str | None) -> NGramIndex:
+    def _new_index(self) -> SuffixIndex:
+        return SuffixIndex(self.max_depth, self.max_tokens, self.max_per_key)
+
+    def _index_for(self, tag: str | None) -> SuffixIndex:
         idx = self._global.get(tag)
         if idx is None:
-            idx = self._global[tag] = NGramIndex(self.min_n, self.max_n, self.max_tokens)
+            idx = self._global[tag] = self._new_index()
             while len(self._global) > self.max_tags:
                 self._global.popitem(last=False)
         self._global.move_to_end(tag)
@@ -127,45 +245,66 @@ class SuffixProposer:
     def begin(self, request: RequestInfo) -> None:
         """Index the prompt as this request's local document."""
         self._request = request
-        self._local = NGramIndex(self.min_n, self.max_n, self.max_tokens)
-        self._local_tokens = list(request.prompt_ids)
-        self._local.append(self._local_tokens, 0)
+        self._local = self._new_index()
+        self._local.extend(request.prompt_ids)
+        self._local_len = len(request.prompt_ids)
 
-    def _best(self, context: Sequence[int]) -> Match | None:
-        best = self._local.lookup(context)
-        shared = self._global.get(self._request.tag)
-        other = shared.lookup(context) if shared is not None else None
-        if other is not None and (best is None or (other.length, other.prob) > (best.length, best.prob)):
-            best = other
-        return best
+    def _limit(self, depth: int, max_tokens: int) -> int:
+        """The longest path a match this deep may draft (SuffixDecoding's max_spec_factor)."""
+        return min(max_tokens, max(1, int(depth * self.max_spec_factor)))
+
+    def _walk(self, idx: SuffixIndex, match: Match, max_tokens: int) -> Path:
+        """Follow the most frequent next token among the candidates still agreeing with the path."""
+        positions = match.positions
+        path = Path(depth=match.depth)
+        cum = 1.0
+        limit = self._limit(match.depth, max_tokens)
+        while len(path.tokens) < limit and len(positions):
+            nxt = idx.tokens_at(positions)
+            token, count = _most_frequent(nxt)
+            prob = count / len(nxt)  # documents that end here count against every token
+            cum *= prob
+            if token == _SEP or cum < self.min_token_prob:
+                break
+            path.tokens.append(token)
+            path.confidence.append(prob)
+            path.score += cum
+            positions = positions[nxt == token] + 1
+        return path
 
     def propose(self, context: Sequence[int], max_tokens: int, stop: StopDrafting | None) -> Draft:
-        """Follow the best match token by token while its probability stays >= min_token_prob."""
-        ext = list(context[-self.max_n :])
-        tokens: list[int] = []
-        confs: list[float] = []
-        first_len = 0
-        for i in range(max_tokens):
-            m = self._best(ext)
-            if m is None or m.prob < self.min_token_prob:
-                break
-            if i == 0:
-                first_len = m.length
-            tokens.append(m.token)
-            confs.append(m.prob)
-            ext = [*ext[1:], m.token] if len(ext) >= self.max_n else [*ext, m.token]
-            if stop is not None and stop(i, m.prob):
-                break
-        return Draft(token_ids=tuple(tokens), probs=None, confidence=tuple(confs), match_length=first_len)
+        """Draft the best-scoring path over every match depth of both sources; `stop` may cut it short."""
+        best = Path(depth=0)
+        found = [
+            (m, idx)
+            for idx in (self._local, self._global.get(self._request.tag))
+            if idx is not None
+            for m in idx.matches(context)
+        ]
+        for match, idx in sorted(found, key=lambda f: -f[0].depth):  # deepest first
+            if self._limit(match.depth, max_tokens) < best.score:
+                break  # a path no longer than this could not score more, even if every token were sure
+            path = self._walk(idx, match, max_tokens)
+            if path.tokens and path.score > best.score:  # a tie stays with the deeper match
+                best = path
+        n = len(best.tokens)
+        if stop is not None:
+            n = next((i + 1 for i, c in enumerate(best.confidence) if stop(i, c)), n)
+        return Draft(
+            token_ids=tuple(best.tokens[:n]),
+            probs=None,
+            confidence=tuple(best.confidence[:n]),
+            match_length=best.depth,
+        )
 
     def observe(self, context: Sequence[int], num_new: int, target_logits: torch.Tensor) -> None:
         """Index the newly committed tokens into the request's local document."""
-        start = len(self._local_tokens)
-        self._local_tokens.extend(context[len(self._local_tokens) :])
-        self._local.append(self._local_tokens, start)
+        del num_new, target_logits
+        self._local.extend(context[self._local_len :])
+        self._local_len = len(context)
 
     def end(self, output_ids: Sequence[int]) -> None:
         """Add this request (prompt tail or whole prompt, plus output) to the tag's shared index."""
         prompt = list(self._request.prompt_ids)
-        head = prompt if self.index_prompts else prompt[-self.max_n :]
+        head = prompt if self.index_prompts else prompt[-self.max_depth :]
         self._index_for(self._request.tag).add([*head, *output_ids])
