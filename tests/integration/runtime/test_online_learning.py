@@ -64,19 +64,15 @@ def test_suffix_tokens_per_pass_rise(fixture_dir: Path, go_stream: tuple[list[Pr
     assert m1 >= m0 + 0.2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11, open: online updates set the draft back on its own language before they help "
-    "(fixtures, fixed k = 4, 20 held-out Python requests: static 0.316, adaptive 0.209 at lr 0.002, "
-    "0.268 at lr 2e-4, 0.290 at lr 2e-5, 0.228 without the prompt LM loss)",
-)
 def test_online_updates_do_not_set_the_draft_back_on_its_own_language(fixture_dir: Path) -> None:
     """The adaptive draft starts as the static one: with the same lookahead (no controller in the way),
     serving the static draft's own language must not lower its acceptance below the static draft's.
 
     Both engines draft 4 tokens a step, so before any update they draft the same tokens; a difference
-    can only come from the online updates. Strict xfail: this passes, and so fails the suite, once the
-    learner stops doing damage, so that the marker is then removed.
+    can only come from the online updates. Before the publication gate (OnlineDistiller._judge) the
+    adaptive draft fell to 0.209 against 0.316 here (lr 0.002; 0.268 at 2e-4, 0.290 at 2e-5): fine-tuning
+    on a few requests set it back. The gate publishes training weights only once they draft better than
+    the served ones on each of several requests they have not learned from.
     """
     tok = load_tokenizer(fixture_dir / "target")
     python = cut_prompts(tok, "python", 40, length=64, seed=3)[20:]

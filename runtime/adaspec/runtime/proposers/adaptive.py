@@ -107,6 +107,26 @@ def freeze_tables_if_dominant(model: Any, train_embeddings: bool | None = None) 
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+GATE_LOOKAHEAD = 4  # drafted tokens per chain when the gate scores weights
+GATE_WINDOW = 3  # unseen requests in a row the training weights must be ahead on to be published
+
+
+def chain_lengths(hits: torch.Tensor, k: int = GATE_LOOKAHEAD) -> torch.Tensor:
+    """Tokens a chain of k drafted tokens starting at each position would have had accepted: [G] float.
+
+    `hits[i]` says whether the draft predicts token i given the tokens before it (teacher-forced on the
+    target's own tokens, which is what a draft sees while its chain is being accepted)."""
+    h = hits.float()
+    out = torch.zeros_like(h)
+    run = torch.ones_like(h)
+    for j in range(k):
+        shifted = torch.zeros_like(h)
+        shifted[: len(h) - j] = h[j:]
+        run = run * shifted
+        out = out + run
+    return out
+
+
 class OnlineDistiller:
     """Holds the training copy of the draft, the replay buffer, and the optimisation loop.
 
@@ -130,6 +150,9 @@ class OnlineDistiller:
         self.last_loss = float("nan")
         self.prequential_accuracy: float | None = None  # EMA of top-1 agreement on unseen requests
         self._snapshot: dict[str, torch.Tensor] | None = None
+        # what serving drafts with (the last published weights), kept here to race the training copy
+        self._served_model = copy.deepcopy(model).eval()
+        self._race: deque[float] = deque(maxlen=GATE_WINDOW)  # training minus served, per unseen request
 
     def add(self, ex: Example) -> None:
         """Queue a served request for learning."""
@@ -137,11 +160,12 @@ class OnlineDistiller:
             self._pending.append(ex)
 
     @torch.no_grad()
-    def _agreement(self, ex: Example) -> float:
+    def _hits(self, model: Any, ex: Example) -> torch.Tensor:
+        """Whether `model`, fed the served tokens, predicts each generated token: [G] bool."""
         gen = len(ex.tokens) - ex.gen_start
-        logits = self.model(input_ids=ex.tokens[None, :-1], logits_to_keep=gen).logits[0]  # [G, vocab]
-        pred = logits.argmax(dim=-1)  # [G]
-        return float((pred == ex.tokens[ex.gen_start :]).float().mean())
+        out = model(input_ids=ex.tokens[None, :-1], logits_to_keep=gen)
+        logits: torch.Tensor = out.logits[0]  # [G, vocab]
+        return logits.argmax(dim=-1) == ex.tokens[ex.gen_start :]
 
     def _loss(self, ex: Example) -> torch.Tensor:
         g = ex.gen_start - 1  # input position whose next token is the first generated one
@@ -173,9 +197,11 @@ class OnlineDistiller:
             new, self._pending = self._pending, []
         new = [ex.to(self.device) for ex in new]
         for ex in new:
-            acc = self._agreement(ex)
+            hits = self._hits(self.model, ex)
+            acc = float(hits.float().mean())
             p = self.prequential_accuracy
             self.prequential_accuracy = acc if p is None else 0.7 * p + 0.3 * acc
+            self._judge(hits, ex)
             self.buffer.append(ex)
         if new and self.on_estimate is not None and self.prequential_accuracy is not None:
             self.on_estimate(self.prequential_accuracy)
@@ -194,11 +220,29 @@ class OnlineDistiller:
         self.opt.step()
         self.steps += 1
         self.last_loss = total
+        return True
+
+    def _judge(self, hits: torch.Tensor, ex: Example) -> None:
+        """Before learning from a request, race the training weights against the served ones on it.
+
+        Both are scored by the tokens a chain of `GATE_LOOKAHEAD` drafted tokens would have had accepted
+        from each generated position (teacher-forced on the served tokens, which are the target's): the
+        quantity serving pays for, not top-1 agreement, which moves much less. When the training weights
+        are ahead on each of the last `GATE_WINDOW` requests neither had learned from (since the last
+        publication), they are published; one request's difference swings by a token or more, so a sum
+        let a lucky request publish weights that were behind on most (measured on the fixtures);
+        otherwise serving keeps what it has, so a few requests' fine-tuning never sets the draft back.
+        """
+        served = self._hits(self._served_model, ex)
+        self._race.append(float(chain_lengths(hits).mean() - chain_lengths(served).mean()))
+        if len(self._race) < GATE_WINDOW or min(self._race) <= 0:
+            return
         weights = {k: p.detach().clone() for k, p in self.trained.items()}  # frozen ones never change
+        self._served_model.load_state_dict(weights, strict=False)
+        self._race.clear()
         with self._lock:
             self._snapshot = weights
             self.version += 1
-        return True
 
     def snapshot(self) -> tuple[int, dict[str, torch.Tensor] | None]:
         """Return (version, weights) of the latest trained model."""
