@@ -164,11 +164,16 @@ class SuffixIndex:
         found = self.matches(context)
         return found[-1] if found else None
 
-    def tokens_at(self, positions: np.ndarray) -> np.ndarray:
-        """The tokens at these positions (_SEP past a document's end)."""
+    def tokens_at(self, positions: np.ndarray, tail: Sequence[int] = ()) -> np.ndarray:
+        """The tokens at these positions (_SEP past a document's end). `tail` continues the buffer's last
+        document past its end: a draft walking the request's own context reads its own drafted tokens
+        there, so a match near the end (a loop, a repeated block) runs on as the context would."""
         out = np.full(len(positions), _SEP, dtype=np.int64)
         inside = positions < self._len
         out[inside] = self._buf[positions[inside]]
+        if tail and self._open is not None:
+            ahead = (positions >= self._len) & (positions < self._len + len(tail))
+            out[ahead] = np.asarray(tail, dtype=np.int64)[positions[ahead] - self._len]
         return out
 
 
@@ -260,7 +265,7 @@ class SuffixProposer:
         cum = 1.0
         limit = self._limit(match.depth, max_tokens)
         while len(path.tokens) < limit and len(positions):
-            nxt = idx.tokens_at(positions)
+            nxt = idx.tokens_at(positions, path.tokens)
             token, count = _most_frequent(nxt)
             prob = count / len(nxt)  # documents that end here count against every token
             cum *= prob
