@@ -95,3 +95,13 @@ def test_stop_callback_ends_drafting() -> None:
     prop.begin(RequestInfo(prompt_ids=(1, 2, 3, 4, 5, 1, 2)))
     d = prop.propose([1, 2, 3, 4, 5, 1, 2], 8, lambda pos, conf: pos >= 1)
     assert d.token_ids == (3, 4)
+
+
+def test_a_loop_near_the_end_of_the_context_runs_on_through_the_drafted_tokens() -> None:
+    prop = SuffixProposer(max_depth=8)
+    loop = (1, 2, 3, 1, 2, 3, 1, 2)
+    prop.begin(RequestInfo(prompt_ids=loop))
+    d = prop.propose(list(loop), 6, None)
+    # the deepest match (1, 2, 3, 1, 2 at the start) is followed by 3, 1, 2 and then the context's end:
+    # the walk reads its own drafted 3, 1 there, up to the match's depth of 5
+    assert d.token_ids == (3, 1, 2, 3, 1) and d.match_length == 5
