@@ -91,7 +91,6 @@ class ReplayTarget:
         self.max_positions = max_positions
         self.reference: tuple[int, ...] = ()
         self.cached = 0
-        self.passes = 0
 
     def start(self, trace: Trace) -> None:
         """Answer for this request from now on."""
@@ -104,7 +103,6 @@ class ReplayTarget:
         if not ids:
             raise ValueError("feed needs at least one token")
         start, self.cached = self.cached, self.cached + len(ids)
-        self.passes += 1
         rows = range(start, self.cached)[-last:] if last > 0 else range(start, self.cached)
         logits = torch.zeros(len(rows), self.vocab_size)
         for r, pos in enumerate(rows):
