@@ -49,7 +49,7 @@ def test_background_training_publishes_weights_between_requests() -> None:
         assert estimates and estimates[0][0] == "adaptive" and 0.0 <= estimates[0][1] <= 1.0
     finally:
         prop.close()
-    assert prop._worker is not None and not prop._worker.is_alive()
+    assert prop.trainer.worker is not None and not prop.trainer.worker.is_alive()
 
 
 def test_chain_lengths_count_what_a_k_token_chain_would_have_accepted() -> None:

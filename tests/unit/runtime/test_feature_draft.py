@@ -330,4 +330,4 @@ def test_background_training_publishes_weights_only_between_requests(target: Any
         assert _serve(prop, target, [1, 2, 3, 4], 12).output == first  # drafts never change the output
     finally:
         prop.close()
-    assert prop._worker is not None and not prop._worker.is_alive()
+    assert prop.trainer.worker is not None and not prop.trainer.worker.is_alive()

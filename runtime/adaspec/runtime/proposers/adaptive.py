@@ -277,7 +277,74 @@ def train_in_background(
             stop.wait((time.perf_counter() - t0) * (1.0 - share) / share)
 
 
-class AdaptiveProposer(DraftModelProposer):
+class Trainer:
+    """A learning proposer's training loop: `steps_per_request` steps inline after each request, or in a
+    worker thread woken after each request (`cfg.background`); failed background steps are counted and
+    logged as `event=<event>` (serving and later learning go on); `close` stops the worker."""
+
+    def __init__(
+        self, step: Callable[[], bool], cfg: Any, event: str, thread_name: str, logger: logging.Logger
+    ) -> None:
+        self._step, self.cfg, self.event, self.log = step, cfg, event, logger
+        self.failures = 0
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self.worker: threading.Thread | None = None
+        if cfg.background:
+            self.worker = threading.Thread(target=self._run, name=thread_name, daemon=True)
+            self.worker.start()
+
+    def after_request(self) -> None:
+        """Learn from what was just added: wake the worker, or take the steps now."""
+        if self.worker is not None:
+            self._wake.set()
+        else:
+            for _ in range(self.cfg.steps_per_request):
+                self._step()
+
+    def _run(self) -> None:
+        train_in_background(self._step, self.cfg, self._wake, self._stop, self._failed)
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.log.error("event=%s failures=%d error=%r", self.event, self.failures, exc)
+
+    def close(self) -> None:
+        """Stop the worker (if any)."""
+        self._stop.set()
+        self._wake.set()
+        if self.worker is not None:
+            self.worker.join(timeout=10)
+
+
+class LearnsOnline:
+    """What a proposer that learns while serving shows the server and the controller (adaptive, feature)."""
+
+    name: str
+    on_estimate: Callable[[str, float], None] | None
+    trainer: Trainer
+    _served_version: int
+
+    @property
+    def served_version(self) -> int:
+        """Version of the trained weights now drafting (0: the weights it started from)."""
+        return self._served_version
+
+    @property
+    def train_failures(self) -> int:
+        """Background training steps that raised (counted, logged; training goes on)."""
+        return self.trainer.failures
+
+    def _report(self, accuracy: float) -> None:
+        """Pass the learner's prequential accuracy on to the controller, under this proposer's name."""
+        if self.on_estimate is not None:
+            self.on_estimate(self.name, accuracy)
+
+    def close(self) -> None:
+        """Stop the background trainer (if any)."""
+        self.trainer.close()
+
+
+class AdaptiveProposer(LearnsOnline, DraftModelProposer):
     """A draft model that keeps learning from the target's verified outputs."""
 
     def __init__(
@@ -292,16 +359,13 @@ class AdaptiveProposer(DraftModelProposer):
         self.on_estimate = on_estimate
         self.distiller = OnlineDistiller(copy.deepcopy(lm.model), self.cfg, self._report)
         self._served_version = 0
-        self.train_failures = 0  # background steps that raised (counted, logged, training goes on)
         self._prompt: list[int] = []
         self._top_ids: list[torch.Tensor] = []  # [n, K] per observe
         self._top_logp: list[torch.Tensor] = []
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        if self.cfg.background:
-            self._worker = threading.Thread(target=self._run, name="adaspec-adaptive-trainer", daemon=True)
-            self._worker.start()
+        # the step is looked up on each call, so a replaced distiller.step is the one run
+        self.trainer = Trainer(
+            lambda: self.distiller.step(), self.cfg, "adaptive_train_failure", "adaspec-adaptive-trainer", log
+        )
 
     # -- serving -------------------------------------------------------------------------
     def begin(self, request: RequestInfo) -> None:
@@ -333,28 +397,7 @@ class AdaptiveProposer(DraftModelProposer):
         if ex.gen_start < 1:
             return  # nothing to condition the first generated token on
         self.distiller.add(ex)
-        if self.cfg.background:
-            self._wake.set()
-        else:
-            for _ in range(self.cfg.steps_per_request):
-                self.distiller.step()
-
-    @property
-    def served_version(self) -> int:
-        """Version of the trained weights now drafting (0: the weights it started from)."""
-        return self._served_version
-
-    def _report(self, accuracy: float) -> None:
-        if self.on_estimate is not None:
-            self.on_estimate(self.name, accuracy)
-
-    # -- background training -------------------------------------------------------------
-    def _run(self) -> None:
-        train_in_background(lambda: self.distiller.step(), self.cfg, self._wake, self._stop, self._failed)
-
-    def _failed(self, exc: Exception) -> None:
-        self.train_failures += 1
-        log.error("event=adaptive_train_failure failures=%d error=%r", self.train_failures, exc)
+        self.trainer.after_request()
 
     def save_revision(self, out_dir: Path, **manifest: Any) -> Manifest:
         """Write the newest trained weights as a revision (see artifacts.save_revision for the fields)."""
@@ -366,10 +409,3 @@ class AdaptiveProposer(DraftModelProposer):
         if self.distiller.prequential_accuracy is not None:
             metrics.setdefault("prequential_accuracy", round(self.distiller.prequential_accuracy, 4))
         return save_revision(model, out_dir, metrics=metrics, **manifest)
-
-    def close(self) -> None:
-        """Stop the background trainer (if any)."""
-        self._stop.set()
-        self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout=10)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaspec.runtime.proposers.adaptive import train_in_background
+from adaspec.runtime.proposers.adaptive import LearnsOnline, Trainer
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
 
@@ -403,7 +403,7 @@ class FeatureLearner:
                 self._snapshot = None
 
 
-class FeatureProposer:
+class FeatureProposer(LearnsOnline):
     """Drafts from the target's features with an EAGLE head that keeps learning from served traffic.
 
     A step reads (f_{t-1}, x_t) and predicts f_t, whose logits over the reduced vocabulary are
@@ -441,15 +441,12 @@ class FeatureProposer:
         self.learner.on_estimate = self._report
         self.net.eval().requires_grad_(False)
         self._served_version = 0
-        self.train_failures = 0
         self._sampling = SamplingParams()
         self._generator: torch.Generator | None = None
         self._reset_request([])
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._worker: threading.Thread | None = None
-        if self.cfg.background:
-            self._worker = threading.Thread(target=self._run, name="adaspec-feature-trainer", daemon=True)
-            self._worker.start()
+        self.trainer = Trainer(
+            lambda: self.learner.step(), self.cfg, "feature_train_failure", "adaspec-feature-trainer", log
+        )
 
     # -- serving -------------------------------------------------------------------------
     def _reset_request(self, prompt: Sequence[int]) -> None:
@@ -567,11 +564,7 @@ class FeatureProposer:
         if ex is None:
             return
         self.learner.add(ex)
-        if self.cfg.background:
-            self._wake.set()
-        else:
-            for _ in range(self.cfg.steps_per_request):
-                self.learner.step()
+        self.trainer.after_request()
 
     # -- offline training, evaluation, persistence --------------------------------------
     def pretrain(
@@ -660,30 +653,6 @@ class FeatureProposer:
     def prequential_accuracy(self) -> float | None:
         """EMA of top-1 agreement with the target on requests before learning from them."""
         return self.learner.prequential_accuracy
-
-    @property
-    def served_version(self) -> int:
-        """Version of the trained weights now drafting (0: the initial ones)."""
-        return self._served_version
-
-    def _report(self, accuracy: float) -> None:
-        if self.on_estimate is not None:
-            self.on_estimate(self.name, accuracy)
-
-    # -- background training -------------------------------------------------------------
-    def _run(self) -> None:
-        train_in_background(lambda: self.learner.step(), self.cfg, self._wake, self._stop, self._failed)
-
-    def _failed(self, exc: Exception) -> None:
-        self.train_failures += 1
-        log.error("event=feature_train_failure failures=%d error=%r", self.train_failures, exc)
-
-    def close(self) -> None:
-        """Stop the background trainer (if any)."""
-        self._stop.set()
-        self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout=10)
 
 
 def pretrain_feature_draft(
