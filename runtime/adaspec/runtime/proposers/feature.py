@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaspec.runtime.proposers.adaptive import LearnsOnline, Trainer
+from adaspec.runtime.proposers.adaptive import GATE_LOOKAHEAD, GATE_WINDOW, LearnsOnline, Trainer
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
 
@@ -302,6 +302,9 @@ class FeatureLearner:
         self.last_loss = float("nan")
         self.prequential_accuracy: float | None = None  # EMA of top-1 agreement on unseen requests
         self._snapshot: dict[str, torch.Tensor] | None = None
+        # what serving drafts with (the last published weights), kept here to race the training copy
+        self._served = copy.deepcopy(net).eval().requires_grad_(False)
+        self._race: deque[float] = deque(maxlen=GATE_WINDOW)  # training minus served, per unseen request
 
     def add(self, ex: FeatureExample) -> None:
         """Queue a served request for learning."""
@@ -309,15 +312,43 @@ class FeatureLearner:
             self._pending.append(ex)
 
     @torch.no_grad()
+    def _target_top(self, ex: FeatureExample) -> torch.Tensor:
+        """The target's full-vocabulary argmax at every position of `ex`: [T] long."""
+        feats = ex.features.to(self.parts.head.dtype)
+        return torch.cat([(f @ self.parts.head.T).argmax(-1) for f in torch.split(feats, 64)])
+
+    @torch.no_grad()
     def agreement(self, net: FeatureDraftNet, ex: FeatureExample, vocab: VocabMap) -> float:
         """Teacher-forced top-1 agreement of `net` with the target's full-vocab argmax at scored positions."""
         out = self._predict(net, ex)[ex.first_scored :]  # [G, H]
         draft = vocab.ids[(out @ vocab.head.T).argmax(-1)]  # [G]
-        feats = ex.features[ex.first_scored :]
-        target = torch.cat(
-            [(f.to(self.parts.head.dtype) @ self.parts.head.T).argmax(-1) for f in torch.split(feats, 64)]
-        )
-        return float((draft == target).float().mean())
+        return float((draft == self._target_top(ex)[ex.first_scored :]).float().mean())
+
+    @torch.no_grad()
+    def chains(
+        self, net: FeatureDraftNet, ex: FeatureExample, vocab: VocabMap, k: int = GATE_LOOKAHEAD
+    ) -> float:
+        """Mean tokens a k-token chain drafted by `net` would have had accepted, from each scored position.
+
+        Drafting step j reads the j-1 features the draft predicted before it, so the chain is scored on
+        the training-time-test unroll (`FeatureDraftNet.unrolled`): token j of the chain that starts after
+        true position s is pass j's prediction at row s + j - 1. Greedy acceptance: the target's argmax.
+        """
+        prev, embeds = self._inputs(ex)
+        top = self._target_top(ex)  # [T]
+        n = len(top)
+        hits = [
+            vocab.ids[(o @ vocab.head.T).argmax(-1)] == top for o in net.unrolled(prev, embeds, ex.start, k)
+        ]
+        run = torch.ones(n, device=top.device)
+        total = torch.zeros(n, device=top.device)
+        for j, h in enumerate(hits):  # chain from row s: pass j+1 at row s + j
+            shifted = torch.zeros(n, device=top.device)
+            shifted[: n - j] = h[j:].float()
+            run = run * shifted
+            total = total + run
+        scored = total[ex.first_scored :]
+        return float(scored.mean()) if len(scored) else 0.0
 
     def _inputs(self, ex: FeatureExample, noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         feats = ex.features.float()  # [T, H]
@@ -352,7 +383,7 @@ class FeatureLearner:
         return total / weights
 
     def train_on(self, batch: Sequence[FeatureExample]) -> float:
-        """One AdamW step on `batch`; publish the weights; return the loss."""
+        """One AdamW step on `batch` (not published: `publish` or the gate in `step` does that); the loss."""
         vocab = self.vocab
         with self.train_lock, torch.inference_mode(False), torch.enable_grad():
             self.opt.zero_grad(set_to_none=True)
@@ -365,14 +396,22 @@ class FeatureLearner:
             self.opt.step()
             self.steps += 1
             self.last_loss = total
+        return total
+
+    def publish(self) -> None:
+        """Make the training weights the served ones (the next request's `begin` swaps them in)."""
+        with self.train_lock:
             weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            self._served.load_state_dict(weights)
+            self._race.clear()
             with self._lock:  # published under the train lock, so a load never sees it land after
                 self._snapshot = weights
                 self.version += 1
-        return total
 
     def step(self) -> bool:
-        """Score new requests (prequential), then one step on newest + replayed ones; False: none to learn."""
+        """Score each new request (prequential) and race the training weights against the served ones on
+        it, publishing them when they win (`_judge`); then one step on newest + replayed requests.
+        False: nothing to learn."""
         with self._lock:
             new, self._pending = self._pending, []
         for ex in new:
@@ -380,6 +419,7 @@ class FeatureLearner:
                 acc = self.agreement(self.net, ex, self.vocab)
             p = self.prequential_accuracy
             self.prequential_accuracy = acc if p is None else 0.7 * p + 0.3 * acc
+            self._judge(ex)
             self.buffer.append(ex)
         if new and self.on_estimate is not None and self.prequential_accuracy is not None:
             self.on_estimate(self.prequential_accuracy)
@@ -388,6 +428,18 @@ class FeatureLearner:
         older = list(self.buffer)[:-1]
         self.train_on([self.buffer[-1], *self.rng.sample(older, min(len(older), self.cfg.batch_size - 1))])
         return True
+
+    def _judge(self, ex: FeatureExample) -> None:
+        """Before learning from a request, race the training weights against the served ones on it, by
+        the tokens their drafted chains would have had accepted (`chains`); publish the training weights
+        once they are ahead on each of the last `GATE_WINDOW` such requests, as the adaptive draft's gate
+        does (`OnlineDistiller._judge`: a few requests' fine-tuning must never set serving back)."""
+        with self.train_lock:
+            vocab = self.vocab
+            race = self.chains(self.net, ex, vocab) - self.chains(self._served, ex, vocab)
+        self._race.append(race)
+        if len(self._race) == GATE_WINDOW and min(self._race) > 0:
+            self.publish()
 
     def snapshot(self) -> tuple[int, dict[str, torch.Tensor] | None]:
         """Return (version, weights) of the latest trained draft."""
@@ -399,6 +451,8 @@ class FeatureLearner:
         with self.train_lock:
             self.net.load_state_dict(weights)
             self.opt = torch.optim.AdamW(self.net.parameters(), lr=self.cfg.lr, weight_decay=0.0)
+            self._served.load_state_dict(weights)
+            self._race.clear()
             with self._lock:
                 self._snapshot = None
 
@@ -596,6 +650,7 @@ class FeatureProposer(LearnsOnline):
             loss = self.learner.train_on(self.learner.rng.sample(pool, min(len(pool), self.cfg.batch_size)))
             if progress is not None:
                 progress(i + 1, loss)
+        self.learner.publish()
         version, weights = self.learner.snapshot()
         if weights is not None:  # serve the trained weights now (no request is running)
             with torch.no_grad():
