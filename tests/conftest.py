@@ -100,6 +100,19 @@ def fixture_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def feature_draft(fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A feature draft for the fixture target, by train-draft's feature recipe cut short (60 steps of
+    128-token windows on the Python training split): a revision directory, checksummed."""
+    from adaspec.runtime.train_feature import FeatureRecipe, ensure_feature_draft
+    from adaspec.runtime.workloads import default_corpora
+
+    python = next(s for s in default_corpora() if s.lang == "python")
+    recipe = FeatureRecipe(seq_len=128, steps=60, eval_sequences=4)
+    out = tmp_path_factory.mktemp("feature") / "draft"
+    return ensure_feature_draft(fixture_dir / "target", python, out, recipe, show_progress=False)[0]
+
+
+@pytest.fixture(scope="session")
 def prompts(fixture_dir: Path) -> list[Any]:
     """52 prompts (`adaspec.runtime.workloads.Prompt`): 26 Python (the draft's language) and 26 Go (unseen
     by the draft), 48 tokens each."""

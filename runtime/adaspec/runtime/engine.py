@@ -361,6 +361,7 @@ def build_engine(
     cpu_kernels: bool | TuningReport = True,
     disabled: Collection[str] = (),
     tokenizer_dir: Path | None = None,
+    feature_draft_dir: Path | None = None,
 ) -> SpeculativeEngine:
     """Load the target (and static draft), build the strategy's proposers, measure costs; return the engine.
 
@@ -372,6 +373,8 @@ def build_engine(
     they run the same kernels (it is filled by the first). False keeps plain F.linear.
     `disabled` drops proposers from the strategy (the adaptive one when settings turn it off).
     `tokenizer_dir` holds the tokenizer revisions must match (default: the target's directory).
+    `feature_draft_dir` (a `train-draft --arch feature` revision, checked as any revision) starts the
+    `feature` proposer from an offline-trained draft; without it, it starts untrained.
     """
     from adaspec.runtime.artifacts import load_revision
     from adaspec.runtime.calibrate import measure_step_seconds, measure_verify_seconds
@@ -400,6 +403,11 @@ def build_engine(
     init = None
     if adaptive_revision is not None:
         init, _ = load_revision(Path(adaptive_revision), tokenizer_fingerprint(tok_dir), device)
+    feature_init = None
+    if feature_draft_dir is not None and "feature" in names:
+        from adaspec.runtime.train_feature import load_feature_draft
+
+        feature_init, _ = load_feature_draft(Path(feature_draft_dir), tokenizer_fingerprint(tok_dir))
     cfg = controller or ControllerConfig()
     if fixed_k is not None:
         cfg = replace(cfg, fixed_k=fixed_k, k_max=max(cfg.k_max, fixed_k))
@@ -417,6 +425,7 @@ def build_engine(
         max_positions=target.max_positions,
         on_estimate=ctl.set_prior,
         target=target_model,
+        feature_init=feature_init,
     )
     proposers = [build_proposer(n, ctx) for n in names]
     for p in proposers:

@@ -9,11 +9,11 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +98,7 @@ class TrainReport:
     training_files: list[str] = field(default_factory=list)
 
 
-def recipe_hash(recipe: DraftRecipe, target_dir: Path, corpus: Corpus) -> str:
+def recipe_hash(recipe: Recipe, target_dir: Path, corpus: Corpus) -> str:
     """Return a sha256 over the recipe (less its cap, `CAP_FIELDS`), the target's weights/config identity
     and the corpus file list."""
     target_id = {
@@ -115,7 +115,7 @@ def recipe_hash(recipe: DraftRecipe, target_dir: Path, corpus: Corpus) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def recipe_identity(recipe: DraftRecipe) -> dict[str, Any]:
+def recipe_identity(recipe: Recipe) -> dict[str, Any]:
     """Return the recipe's fields that determine the draft (all but the wall-clock cap)."""
     return {k: v for k, v in asdict(recipe).items() if k not in CAP_FIELDS}
 
@@ -171,16 +171,63 @@ def evaluate(student: Any, target: Any, data: Sequence[torch.Tensor]) -> tuple[f
     return sum(kls) / max(1, len(kls)), agree / max(1, total)
 
 
-def train(
-    target_dir: Path,
-    corpus_spec: CorpusSpec,
-    recipe: DraftRecipe,
-    progress: Callable[[int, float, float], None] | None = None,
-    clock: Callable[[], float] = time.perf_counter,
-) -> tuple[Any, Any, TrainReport]:
-    """Distil a draft for `recipe.steps` steps (fewer when the loop's time cap `recipe.budget_minutes`, read
-    on `clock`, is hit first: logged and reported as `stopped_by`); return (student, tokenizer, report).
-    `progress(step, elapsed_s, loss)` after each step."""
+class Recipe(Protocol):
+    """What the training loop reads from a recipe (DraftRecipe here, FeatureRecipe for the feature draft)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def lang(self) -> str: ...
+
+    @property
+    def seq_len(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def lr(self) -> float: ...
+
+    @property
+    def warmup_steps(self) -> int: ...
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def budget_minutes(self) -> float: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def eval_sequences(self) -> int: ...
+
+
+@dataclass
+class Prepared:
+    """A recipe's inputs, loaded: the corpus and its training split, the target, held-out windows."""
+
+    corpus: Corpus
+    files: list[str]
+    digest: str
+    tokenizer: Any
+    target: Any
+    eos: int
+    eval_data: list[torch.Tensor]  # [2, seq_len] held-out windows, never trained on
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def batches(self, recipe: Recipe, used: list[str]) -> Iterator[torch.Tensor]:
+        """[batch, seq_len] windows of the training split, epoch after epoch (files read: `used`)."""
+        stream = epochs(self.corpus, self.files, self.encode, self.eos, recipe.seed, used)
+        return batches(stream, recipe.batch_size, recipe.seq_len)
+
+
+def prepare(target_dir: Path, corpus_spec: CorpusSpec, recipe: Recipe) -> Prepared:
+    """Load the target and tokenizer, list the corpus, cut the held-out windows; WorkloadError when the
+    corpus has no training split or too little held out."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     corpus = list_corpus(corpus_spec)
@@ -192,34 +239,45 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(str(target_dir))
     target: Any = AutoModelForCausalLM.from_pretrained(str(target_dir))
     target.eval()
-    student = build_student(target, recipe.layers)
     eos = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
-
-    def encode(text: str) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=False).input_ids)
-
-    # Held-out windows from the same language, for the before/after figures (never trained on).
-    heldout_used: list[str] = []
+    prep = Prepared(corpus, files, digest, tokenizer, target, eos, [])
     heldout = [f for f in corpus.files if is_heldout(f)]
-    eval_stream = token_stream(corpus, heldout, encode, eos, recipe.seed + 1, heldout_used)
+    eval_stream = token_stream(corpus, heldout, prep.encode, eos, recipe.seed + 1, [])
     eval_batches = batches(eval_stream, 2, recipe.seq_len)
-    eval_data = [b for _, b in zip(range(max(1, recipe.eval_sequences // 2)), eval_batches, strict=False)]
-    if not eval_data:
+    count = max(1, recipe.eval_sequences // 2)
+    prep.eval_data = [b for _, b in zip(range(count), eval_batches, strict=False)]
+    if not prep.eval_data:
         raise WorkloadError(
             f"{corpus.lang} corpus {str(corpus.path)!r}: its held-out files hold fewer than "
             f"{2 * recipe.seq_len} tokens, too few to evaluate the draft"
         )
-    student.eval()
-    kl_before, agree_before = evaluate(student, target, eval_data)
+    return prep
 
-    used: list[str] = []
-    params = [p for p in student.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+
+@dataclass(frozen=True)
+class Loop:
+    """What the step loop did."""
+
+    steps: int
+    tokens: int
+    seconds: float
+    stopped_by: StopReason
+    final_loss: float  # smoothed (EMA 0.9)
+
+
+def run_steps(
+    recipe: Recipe,
+    data: Iterator[torch.Tensor],
+    step: Callable[[torch.Tensor, float], float],
+    corpus: Corpus,
+    progress: Callable[[int, float, float], None] | None,
+    clock: Callable[[], float],
+) -> Loop:
+    """Call `step(ids, lr)` on each [batch, seq] window until `recipe.steps` steps (or the time cap, read on
+    `clock`, logged); `lr` follows `lr_scale`. `progress(step, elapsed_s, smoothed loss)` after each."""
     budget_s = recipe.budget_minutes * 60.0
     steps, tokens, ema = 0, 0, float("nan")
     stopped_by: StopReason = "steps"
-    student.train()
-    data = batches(epochs(corpus, files, encode, eos, recipe.seed, used), recipe.batch_size, recipe.seq_len)
     started = clock()
     while steps < recipe.steps:
         if clock() - started >= budget_s:
@@ -228,18 +286,9 @@ def train(
         ids = next(data, None)  # [batch, seq]
         if ids is None:
             raise WorkloadError(f"{corpus.lang} corpus {str(corpus.path)!r}: no tokens in its training files")
-        for group in optim.param_groups:
-            group["lr"] = recipe.lr * lr_scale(steps, recipe.steps, recipe.warmup_steps)
-        with torch.inference_mode():
-            t_logits = target(ids).logits  # [batch, seq, vocab]
-        loss = kd_loss(student(ids).logits, t_logits.clone())
-        optim.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
+        value = step(ids, recipe.lr * lr_scale(steps, recipe.steps, recipe.warmup_steps))
         steps += 1
         tokens += ids.numel()
-        value = loss.detach().item()
         ema = value if math.isnan(ema) else 0.9 * ema + 0.1 * value
         if progress is not None:
             progress(steps, clock() - started, ema)
@@ -251,36 +300,71 @@ def train(
             f"event=train_draft_time_cap steps={steps} planned_steps={recipe.steps} "
             f"budget_minutes={recipe.budget_minutes:g}"
         )
+    return Loop(steps, tokens, seconds, stopped_by, ema)
+
+
+def train(
+    target_dir: Path,
+    corpus_spec: CorpusSpec,
+    recipe: DraftRecipe,
+    progress: Callable[[int, float, float], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[Any, Any, TrainReport]:
+    """Distil a draft for `recipe.steps` steps (fewer when the loop's time cap `recipe.budget_minutes`, read
+    on `clock`, is hit first: logged and reported as `stopped_by`); return (student, tokenizer, report).
+    `progress(step, elapsed_s, loss)` after each step."""
+    prep = prepare(target_dir, corpus_spec, recipe)
+    target = prep.target
+    student = build_student(target, recipe.layers)
     student.eval()
-    kl_after, agree_after = evaluate(student, target, eval_data)
+    kl_before, agree_before = evaluate(student, target, prep.eval_data)
+
+    used: list[str] = []
+    params = [p for p in student.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+
+    def step(ids: torch.Tensor, lr: float) -> float:
+        for group in optim.param_groups:
+            group["lr"] = lr
+        with torch.inference_mode():
+            t_logits = target(ids).logits  # [batch, seq, vocab]
+        loss = kd_loss(student(ids).logits, t_logits.clone())
+        optim.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        return float(loss.detach().item())
+
+    student.train()
+    loop = run_steps(recipe, prep.batches(recipe, used), step, prep.corpus, progress, clock)
+    student.eval()
+    kl_after, agree_after = evaluate(student, target, prep.eval_data)
     total = sum(p.numel() for p in student.parameters())
     report = TrainReport(
-        recipe_hash=digest,
+        recipe_hash=prep.digest,
         parameters=total,
         trainable_parameters=sum(p.numel() for p in params),
         size_bytes=0,
-        steps=steps,
+        steps=loop.steps,
         planned_steps=recipe.steps,
-        tokens=tokens,
-        seconds=round(seconds, 1),
-        stopped_by=stopped_by,
-        final_train_kl=round(ema, 4),
+        tokens=loop.tokens,
+        seconds=round(loop.seconds, 1),
+        stopped_by=loop.stopped_by,
+        final_train_kl=round(loop.final_loss, 4),
         eval_kl_before=round(kl_before, 4),
         eval_kl_after=round(kl_after, 4),
         eval_top1_agreement_before=round(agree_before, 4),
         eval_top1_agreement_after=round(agree_after, 4),
         training_files=sorted(set(used)),
     )
-    return student, tokenizer, report
+    return student, prep.tokenizer, report
 
 
 def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, report: TrainReport) -> Path:
     """Write the draft as an HF directory (safetensors, the target's tokenizer files, manifest.json)."""
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    def fill(staging: Path) -> None:
         tensors = {
             k: v.detach().contiguous()
             for k, v in student.state_dict().items()
@@ -292,8 +376,31 @@ def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, r
             if (target_dir / name).is_file():
                 shutil.copy2(target_dir / name, staging / name)
         report.size_bytes = (staging / "model.safetensors").stat().st_size
+
+    metrics = {
+        "heldout_kl": report.eval_kl_after,
+        "heldout_top1_agreement": report.eval_top1_agreement_after,
+    }
+    return write_draft_dir(out, target_dir, fill, "static-draft", recipe, report, metrics)
+
+
+def write_draft_dir(
+    out: Path,
+    target_dir: Path,
+    fill: Callable[[Path], None],
+    kind: str,
+    recipe: Any,
+    report: Any,
+    metrics: dict[str, float],
+) -> Path:
+    """Write a trained draft as a revision (docs/CONTRACTS.md "Artifacts"), atomically: `fill(staging)`
+    writes its files into a temporary directory, the manifest lists their sha256, and the directory is
+    renamed to `out` (replacing it). `serve` and `adapt` load it as revision `static`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        fill(staging)
         files = sorted(p.name for p in staging.iterdir() if p.is_file())
-        # a revision (docs/CONTRACTS.md "Artifacts"): `serve --draft-artifact` and `adapt` load it as one
         manifest = {
             "revision": STATIC_REVISION,
             "parent": None,
@@ -301,16 +408,13 @@ def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, r
             "tokenizer_sha256": tokenizer_fingerprint(target_dir),
             "files": {name: sha256_file(staging / name) for name in files},
             "training_window": {
-                "kind": "static-draft",
+                "kind": kind,
                 "target": str(target_dir),
                 "corpus": recipe.lang,
                 "recipe": asdict(recipe),
                 "report": asdict(report),
             },
-            "metrics": {
-                "heldout_kl": report.eval_kl_after,
-                "heldout_top1_agreement": report.eval_top1_agreement_after,
-            },
+            "metrics": metrics,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -327,9 +431,11 @@ def cached_report(out: Path, digest: str, budget_minutes: float | None = None) -
     """Return the manifest of a draft already built by the same recipe hash in `out`, else None. A draft the
     time cap stopped short is not reused under a larger cap `budget_minutes` (it may now complete)."""
     manifest = out / "manifest.json"
-    if not manifest.is_file() or not (out / "model.safetensors").is_file():
+    if not manifest.is_file():
         return None
     data: dict[str, Any] = json.loads(manifest.read_text())
+    if not data.get("files") or not all((out / name).is_file() for name in data["files"]):
+        return None
     report = draft_report(data)
     if report.get("recipe_hash") != digest:
         return None
@@ -347,16 +453,29 @@ def draft_report(manifest: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+Progress = Callable[[int, float, float], None]  # (step, elapsed_s, smoothed loss)
+
+
+def train_and_save(
+    target_dir: Path, corpus_spec: CorpusSpec, recipe: Any, out: Path, progress: Progress
+) -> None:
+    """Train a static draft by `recipe` (a DraftRecipe) and write it to `out`."""
+    student, _tokenizer, report = train(target_dir, corpus_spec, recipe, progress)
+    save_draft(student, target_dir, out, recipe, report)
+
+
 def ensure_draft(
     target_dir: Path,
     corpus_spec: CorpusSpec,
     out: Path | None,
-    recipe: DraftRecipe,
+    recipe: Recipe,
     show_progress: bool = True,
+    build: Callable[[Path, CorpusSpec, Any, Path, Progress], None] = train_and_save,
 ) -> tuple[Path, dict[str, Any], bool]:
-    """Return (draft dir, manifest, built_now): reuse `out` (default: the cache, by recipe hash) or train.
+    """Return (draft dir, manifest, built_now): reuse `out` (default: the cache, by recipe hash) or `build`
+    it (`train_and_save`: a static draft; `train_feature.train_and_save`: a feature draft).
 
-    The progress bar runs over the recipe's steps and shows the smoothed KL loss. A draft the time cap
+    The progress bar runs over the recipe's steps and shows the smoothed loss. A draft the time cap
     stopped short is reused (with a warning) unless the cap is now larger.
     """
     from tqdm import tqdm
@@ -376,11 +495,10 @@ def ensure_draft(
 
         def progress(step: int, elapsed: float, loss: float) -> None:
             bar.n = step
-            bar.set_postfix(kl=f"{loss:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             bar.refresh()
 
-        student, _tokenizer, report = train(target_dir, corpus_spec, recipe, progress)
-    save_draft(student, target_dir, out, recipe, report)
+        build(target_dir, corpus_spec, recipe, out, progress)
     cached = cached_report(out, digest)
     if cached is None:
         raise RuntimeError(f"draft in {str(out)!r}: manifest does not match recipe {digest[:12]}")

@@ -1,5 +1,5 @@
 """train-draft's recipe pieces: cache key, LR schedule, student initialisation, KD loss, step budget and
-time cap, saving."""
+time cap, saving; the feature draft's recipe, revision and loading."""
 
 from __future__ import annotations
 
@@ -14,19 +14,29 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from adaspec.runtime.artifacts import read_manifest
+from adaspec.cli.main import main
+from adaspec.runtime.artifacts import ArtifactError, ArtifactMismatch, read_manifest
 from adaspec.runtime.models import tokenizer_fingerprint
+from adaspec.runtime.proposers.base import RequestInfo
+from adaspec.runtime.proposers.feature import FeatureProposer, target_features
 from adaspec.runtime.train_draft import (
     DraftRecipe,
     TrainReport,
     build_student,
     cached_report,
     draft_report,
+    ensure_draft,
     kd_loss,
     lr_scale,
     recipe_hash,
     save_draft,
     train,
+)
+from adaspec.runtime.train_feature import (
+    FeatureRecipe,
+    ensure_feature_draft,
+    feature_config_for,
+    load_feature_draft,
 )
 from adaspec.runtime.workloads import CorpusSpec, WorkloadError, is_heldout, list_corpus
 
@@ -205,3 +215,63 @@ def test_the_time_cap_stops_training_and_says_so(
     assert cached_report(out, digest, budget_minutes=60.0) is None  # a larger cap may complete it: retrain
     with pytest.raises(WorkloadError, match="no training step fitted in the time cap"):
         train(target_dir, spec, recipe, clock=ticking(1000.0))
+
+
+TINY_FEATURE = FeatureRecipe(
+    seq_len=8, batch_size=2, steps=4, warmup_steps=1, vocab_size=32, train_depth=2, eval_sequences=2
+)
+
+
+def test_the_feature_draft_trains_saves_and_loads_as_a_checked_revision(
+    tmp_path: Path, tiny_setup: tuple[Path, CorpusSpec]
+) -> None:
+    target_dir, spec = tiny_setup
+    out, manifest, built = ensure_feature_draft(target_dir, spec, tmp_path / "feature", TINY_FEATURE, False)
+    report = draft_report(manifest)
+    assert built and (report["steps"], report["stopped_by"]) == (4, "steps")
+    assert report["training_files"] and not any(is_heldout(f) for f in report["training_files"])
+    assert manifest["training_window"]["kind"] == "feature-draft" and 0 < report["vocab_coverage"] <= 1
+    assert set(manifest["files"]) == {"feature.safetensors"}
+    again = ensure_feature_draft(target_dir, spec, tmp_path / "feature", TINY_FEATURE, False)
+    assert again[2] is False  # the same recipe hash: reused
+    static = DraftRecipe(layers=1, seq_len=8, batch_size=2, steps=4, warmup_steps=1, eval_sequences=2)
+    corpus = list_corpus(spec)
+    assert recipe_hash(TINY_FEATURE, target_dir, corpus) != recipe_hash(static, target_dir, corpus)
+
+    tensors, loaded = load_feature_draft(out, tokenizer_fingerprint(target_dir))
+    assert loaded.revision == "static"
+    target = LlamaForCausalLM.from_pretrained(str(target_dir)).eval()
+    a = FeatureProposer(target, feature_config_for(tensors, background=False))
+    a.load_saved(tensors)
+    b = FeatureProposer(target, feature_config_for(tensors, background=False))
+    b.load_saved(load_feature_draft(out, tokenizer_fingerprint(target_dir))[0])
+    ctx = [2, 4, 5, 6, 7, 3, 8]
+    for prop in (a, b):
+        prop.begin(RequestInfo(prompt_ids=tuple(ctx)))
+        prop.observe_features(0, target_features(target, ctx)[:-1])
+    assert a.propose(ctx, 4, None).token_ids == b.propose(ctx, 4, None).token_ids
+
+    static_dir = ensure_draft(target_dir, spec, tmp_path / "static", static, False)[0]
+    with pytest.raises(ArtifactError, match="not a feature draft"):
+        load_feature_draft(static_dir, tokenizer_fingerprint(target_dir))
+    (out / "feature.safetensors").write_bytes(b"tampered")
+    with pytest.raises(ArtifactMismatch, match="sha256"):
+        load_feature_draft(out, tokenizer_fingerprint(target_dir))
+
+
+def test_train_draft_arch_feature_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(60):  # the recipe's 256-token windows need a few thousand tokens held out
+        (src / f"m{i}.py").write_text(f"def f{i}():\n    return {i}\n" * 40)
+    target_dir = tiny_target_dir(tmp_path)
+    argv = ["train-draft", "--arch", "feature", "--target", str(target_dir), "--corpus", f"python={src}"]
+    argv += ["--out", str(tmp_path / "feature"), "--steps", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trained now" in out and "2 of 2 steps (stopped by steps)" in out
+    assert "4-token chain" in out and "reduced vocabulary covers 100.0%" in out  # 64 ids: all of them
+    assert main(argv) == 0 and "reused: same recipe hash" in capsys.readouterr().out
+    load_feature_draft(tmp_path / "feature", tokenizer_fingerprint(target_dir))

@@ -36,7 +36,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
 
 def add_train_draft_parser(sub: Any) -> None:
     """Register `adaspec train-draft`."""
-    t = sub.add_parser("train-draft", help="distil a small static draft from the target on one language")
+    t = sub.add_parser("train-draft", help="distil a small draft from the target on one language's sources")
     t.add_argument("--target", required=True, help=f"target model directory, or {PRETRAINED_ALIAS!r}")
     t.add_argument(
         "--corpus",
@@ -60,7 +60,14 @@ def add_train_draft_parser(sub: Any) -> None:
         default=None,
         help="wall-clock cap on training (default 60); hit first, it stops training short and says so",
     )
-    t.add_argument("--layers", type=positive_int, default=2, help="draft transformer layers")
+    t.add_argument(
+        "--arch",
+        choices=("llama", "feature"),
+        default="llama",
+        help="llama: the target cut to --layers layers (the static draft); feature: one EAGLE layer over the "
+        "target's features with a reduced vocabulary (the feature strategies start from it)",
+    )
+    t.add_argument("--layers", type=positive_int, default=2, help="draft transformer layers (llama)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true", help="print the manifest's report as JSON")
     t.set_defaults(func=_train_draft)
@@ -95,10 +102,16 @@ def add_drift_parser(bench_sub: Any) -> None:
         "--static-draft", default=None, help="draft directory (default: train-draft's recipe, cached)"
     )
     d.add_argument(
+        "--feature-draft",
+        default=None,
+        help="feature draft directory for feature, hybrid-feature (default: train-draft --arch feature's "
+        "recipe, cached)",
+    )
+    d.add_argument(
         "--draft-budget-minutes",
         type=positive_float,
         default=60.0,
-        help="time cap on training the default static draft when it must be trained first",
+        help="time cap on training each default draft (static, feature) when it must be trained first",
     )
     d.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 lossless sampling")
     d.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,8 @@ from adaspec.runtime.workloads import (
 
 # Strategies that run the static draft (or start from it)
 NEEDS_DRAFT = ("static", "adaptive", "hybrid", "hybrid-feature")
+# Strategies whose feature draft starts from train-draft's feature recipe
+NEEDS_FEATURE = ("feature", "hybrid-feature")
 # --quick is sized to finish in under 15 minutes on this 2-core machine (535 s measured idle); its
 # windows are 4 requests so that each phase still shows a trend.
 QUICK = {"requests_per_phase": 8, "max_new_tokens": 32, "window": 4}
@@ -47,6 +49,7 @@ class DriftConfig:
     out: Path
     target: str = PRETRAINED_ALIAS
     static_draft: Path | None = None
+    feature_draft: Path | None = None
     draft_budget_minutes: float = 60.0
     temperature: float = 0.0
     seed: int = 0
@@ -78,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> DriftConfig:
         out=Path(args.out),
         target=args.target,
         static_draft=Path(args.static_draft).expanduser() if args.static_draft else None,
+        feature_draft=Path(args.feature_draft).expanduser() if args.feature_draft else None,
         draft_budget_minutes=args.draft_budget_minutes,
         temperature=args.temperature,
         seed=args.seed,
@@ -116,23 +120,43 @@ def _list(spec: CorpusSpec) -> Corpus:
 
 def static_draft_for(config: DriftConfig, target_dir: Path) -> tuple[Path | None, dict[str, Any]]:
     """Return the static draft directory and its manifest (trained by train-draft's recipe when absent)."""
-    import json
-
     from adaspec.runtime.train_draft import default_static_draft
 
-    if not any(s in NEEDS_DRAFT for s in config.strategies):
+    return _draft_for(config, target_dir, NEEDS_DRAFT, config.static_draft, default_static_draft, "static")
+
+
+def feature_draft_for(config: DriftConfig, target_dir: Path) -> tuple[Path | None, dict[str, Any]]:
+    """Return the feature draft directory and its manifest (train-draft's feature recipe when absent)."""
+    from adaspec.runtime.train_feature import default_feature_draft
+
+    return _draft_for(
+        config, target_dir, NEEDS_FEATURE, config.feature_draft, default_feature_draft, "feature"
+    )
+
+
+def _draft_for(
+    config: DriftConfig,
+    target_dir: Path,
+    needs: tuple[str, ...],
+    given: Path | None,
+    default: Callable[[Path, CorpusSpec, float, int], tuple[Path, dict[str, Any], bool]],
+    kind: str,
+) -> tuple[Path | None, dict[str, Any]]:
+    import json
+
+    if not any(s in needs for s in config.strategies):
         return None, {}
-    if config.static_draft is not None:
-        manifest_path = config.static_draft / "manifest.json"
+    if given is not None:
+        manifest_path = given / "manifest.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        return config.static_draft, manifest
+        return given, manifest
     python = next((p for p in config.phases if p.lang == "python"), None)
     if python is None:
-        raise WorkloadError("the default static draft is trained on a python phase; give --static-draft DIR")
-    path, manifest, built = default_static_draft(target_dir, python, config.draft_budget_minutes, config.seed)
+        raise WorkloadError(f"the default {kind} draft is trained on a python phase; give --{kind}-draft DIR")
+    path, manifest, built = default(target_dir, python, config.draft_budget_minutes, config.seed)
     if built:
         config.notes.append(
-            f"the static draft was trained in this run ({draft_report(manifest)['seconds']:.0f} s)"
+            f"the {kind} draft was trained in this run ({draft_report(manifest)['seconds']:.0f} s)"
         )
     return path, manifest
 
@@ -177,14 +201,17 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
     load_before = _load()
     target_dir = resolve_target(config.target)
     draft_dir, manifest = static_draft_for(config, target_dir)
+    feature_dir, feature_manifest = feature_draft_for(config, target_dir)
     tokenizer = load_tokenizer(target_dir)
 
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False).input_ids)
 
     exclude = set(draft_report(manifest).get("training_files", []))
+    exclude |= set(draft_report(feature_manifest).get("training_files", []))
     prompts, corpus_reports = cut_all(config, corpora, encode, exclude)
     setup = _setup(config, target_dir, draft_dir, manifest, corpus_reports, load_before)
+    setup["feature_draft"] = _feature_setup(feature_dir, feature_manifest)
     partial["setup"] = setup
     engines = {}
     kernels = TuningReport()  # tuned once, on the first engine's models; every engine runs the same
@@ -192,6 +219,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
         engines[name] = build_engine(
             target_dir,
             static_draft_dir=draft_dir if name in NEEDS_DRAFT else None,
+            feature_draft_dir=feature_dir if name in NEEDS_FEATURE else None,
             strategy=name,
             device="cpu",
             fixed_k=FIXED_K.get(name),
@@ -289,6 +317,22 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _feature_setup(path: Path | None, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The feature draft's report for results.json (its training files counted, not listed)."""
+    report = draft_report(manifest)
+    out: dict[str, Any] = {"path": str(path) if path else None}
+    if report:
+        out.update({k: v for k, v in report.items() if k != "training_files"})
+        out["training_files"] = len(report.get("training_files", []))
+        out["summary"] = (
+            f"{report['parameters'] / 1e6:.1f} M parameters, trained on Python for "
+            f"{report['seconds']:.0f} s; held out: top-1 agreement "
+            f"{report['eval_top1_agreement_after']:.2f}, a 4-token chain "
+            f"{report['eval_chain4_after']:.2f} tokens accepted"
+        )
+    return out
 
 
 def _setup(

@@ -40,6 +40,7 @@ class BuildContext:
     max_positions: int = 2048
     on_estimate: Callable[[str, float], None] | None = None
     target: Any | None = None  # the loaded target model (feature-level drafts read its head and features)
+    feature_init: dict[str, Any] | None = None  # a saved feature draft's tensors to start `feature` from
 
 
 def scratch_draft(ctx: BuildContext) -> Any:
@@ -66,10 +67,18 @@ def build_proposer(name: str, ctx: BuildContext) -> Proposer:
         if ctx.target is None:
             raise ValueError("proposer 'feature' needs the target model")
         from adaspec.runtime.proposers.feature import FeatureConfig, FeatureProposer
+        from adaspec.runtime.train_feature import feature_config_for
 
         # it trains where the adaptive draft would: in a worker thread when serving, inline in tests
         background = ctx.adaptive.background if ctx.adaptive is not None else False
-        return FeatureProposer(ctx.target, FeatureConfig(background=background), on_estimate=ctx.on_estimate)
+        if ctx.feature_init is None:  # from scratch
+            return FeatureProposer(
+                ctx.target, FeatureConfig(background=background), on_estimate=ctx.on_estimate
+            )
+        cfg = feature_config_for(ctx.feature_init, background)
+        feature = FeatureProposer(ctx.target, cfg, on_estimate=ctx.on_estimate)
+        feature.load_saved(ctx.feature_init)  # the offline-trained draft (train-draft --arch feature)
+        return feature
     if name in PEER_MODULES:
         module = importlib.import_module(PEER_MODULES[name])
         peer: Proposer = module.build(ctx.vocab_size, ctx.k_max)

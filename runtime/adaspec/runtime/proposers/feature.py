@@ -513,11 +513,7 @@ class FeatureProposer(LearnsOnline):
 
     def begin(self, request: RequestInfo) -> None:
         """Swap in the newest trained weights, count the prompt, re-rank the vocabulary if it moved."""
-        version, weights = self.learner.snapshot()
-        if weights is not None and version != self._served_version:
-            with torch.no_grad():
-                self.net.load_state_dict(weights)
-            self._served_version = version
+        self.serve_published()
         self.counts.add(request.prompt_ids)
         if self.counts.rerank():
             self.vocab = vocab_map(self.counts.ids, self.parts, self.device)
@@ -621,6 +617,14 @@ class FeatureProposer(LearnsOnline):
         self.trainer.after_request()
 
     # -- offline training, evaluation, persistence --------------------------------------
+    def count(self, token_sequences: Sequence[Sequence[int]]) -> None:
+        """Count tokens toward the reduced vocabulary and re-rank it (between requests)."""
+        for tokens in token_sequences:
+            self.counts.add(tokens)
+        if self.counts.rerank():
+            self.vocab = vocab_map(self.counts.ids, self.parts, self.device)
+            self.learner.vocab = self.vocab
+
     def pretrain(
         self,
         token_sequences: Sequence[Sequence[int]],
@@ -634,11 +638,7 @@ class FeatureProposer(LearnsOnline):
                 f"need as many feature tensors ({len(feature_sequences)}) as token sequences "
                 f"({len(token_sequences)}), at least one"
             )
-        for tokens in token_sequences:
-            self.counts.add(tokens)
-        if self.counts.rerank():
-            self.vocab = vocab_map(self.counts.ids, self.parts, self.device)
-            self.learner.vocab = self.vocab
+        self.count(token_sequences)
         cap = self.cfg.max_positions
         examples = [
             feature_example(t, f, 0, cap, self.device)
@@ -651,12 +651,16 @@ class FeatureProposer(LearnsOnline):
             if progress is not None:
                 progress(i + 1, loss)
         self.learner.publish()
+        self.serve_published()
+        return loss
+
+    def serve_published(self) -> None:
+        """Serve the learner's published weights now (between requests; `begin` does it for serving)."""
         version, weights = self.learner.snapshot()
-        if weights is not None:  # serve the trained weights now (no request is running)
+        if weights is not None and version != self._served_version:
             with torch.no_grad():
                 self.net.load_state_dict(weights)
             self._served_version = version
-        return loss
 
     def evaluate(self, token_ids: Sequence[int], features: torch.Tensor, gen_start: int = 1) -> float:
         """Teacher-forced top-1 agreement of the serving draft with the target's argmax over features

@@ -36,6 +36,12 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     s.add_argument("--target-model", required=True, help="target model: a directory or file:// URI")
     s.add_argument("--tokenizer", default="", help="tokenizer location (default: the target's)")
     s.add_argument("--static-draft", default="", help="static draft model: a directory or file:// URI")
+    s.add_argument(
+        "--feature-draft",
+        default="",
+        help="feature draft (train-draft --arch feature): a directory or file:// URI; the feature "
+        "strategies start from it (default: untrained)",
+    )
     s.add_argument("--draft-revision", default="static", help="id of the draft revision served")
     s.add_argument("--role", default="stable", choices=ROLES)
     s.add_argument("--draft-artifact", default="", help="revision directory or file:// URI (not for static)")

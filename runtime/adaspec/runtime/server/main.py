@@ -42,6 +42,7 @@ class ServePlan:
     target_dir: Path
     tokenizer_dir: Path
     static_dir: Path | None
+    feature_dir: Path | None
     artifact: str
     proposers: tuple[str, ...]
 
@@ -61,6 +62,9 @@ def plan(args: argparse.Namespace) -> ServePlan:
         names = tuple(n for n in names if n != "adaptive")
     if "static" in names and static is None:
         raise ValueError(f"--strategy {args.strategy} needs --static-draft")
+    feature = resolve(args.feature_draft, "--feature-draft") if args.feature_draft else None
+    if feature is not None and "feature" not in names:
+        raise ValueError(f"--feature-draft needs a strategy with the feature draft, not {args.strategy!r}")
     if args.draft_revision != STATIC and not args.draft_artifact:
         raise ValueError(f"--draft-revision {args.draft_revision!r} needs --draft-artifact (its directory)")
     if args.draft_artifact:
@@ -69,7 +73,7 @@ def plan(args: argparse.Namespace) -> ServePlan:
                 f"--draft-artifact needs a strategy with an adaptive draft, not {args.strategy!r}"
             )
         resolve(args.draft_artifact, "--draft-artifact")
-    return ServePlan(args, settings, target, tokenizer, static, args.draft_artifact, names)
+    return ServePlan(args, settings, target, tokenizer, static, feature, args.draft_artifact, names)
 
 
 def state_dir(args: argparse.Namespace) -> Path:
@@ -109,6 +113,7 @@ def load(p: ServePlan, state: ServeState) -> None:
         adaptive=adaptive,
         disabled=() if p.settings.adaptive.enabled else ("adaptive",),
         tokenizer_dir=p.tokenizer_dir,
+        feature_draft_dir=p.feature_dir,
     )
     tokenizer = load_tokenizer(p.tokenizer_dir)
     static = engine.proposers.get("static") or engine.proposers.get("adaptive")

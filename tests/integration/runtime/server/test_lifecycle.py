@@ -35,6 +35,7 @@ def _bad_command_lines(fixture_dir: Path, tmp: Path) -> dict[str, tuple[list[str
     manifest = json.loads((corrupt / "manifest.json").read_text())
     manifest["files"]["model.safetensors"] = "0" * 64
     (corrupt / "manifest.json").write_text(json.dumps(manifest))
+    adaptive_revision = make_revision(fixture_dir, tmp / "r2", "r2")  # a revision, not a feature draft
     ok = [f"--target-model={target}", f"--static-draft={draft}"]
     return {
         "unknown-scheme": (
@@ -59,6 +60,14 @@ def _bad_command_lines(fixture_dir: Path, tmp: Path) -> dict[str, tuple[list[str
         ),
         "corrupt-revision": (
             [*ok, "--draft-revision=r1", f"--draft-artifact={corrupt}"],
+            "cannot serve: ",
+        ),
+        "feature-draft-without-feature": (
+            [*ok, f"--feature-draft={corrupt}"],
+            "--feature-draft needs a strategy with the feature draft, not 'hybrid'",
+        ),
+        "not-a-feature-draft": (
+            [*ok, "--strategy=hybrid-feature", f"--feature-draft={adaptive_revision}"],
             "cannot serve: ",
         ),
     }
@@ -101,6 +110,7 @@ CHEAP = [
     "engine",
     "revision-without-artifact",
     "static-without-draft",
+    "feature-draft-without-feature",
 ]
 
 
@@ -128,6 +138,16 @@ def test_a_corrupt_revision_at_start_exits_2_after_loading_fails(
     assert last.startswith("adaspec serve: error: cannot serve: "), last
     assert "sha256" in last and "model.safetensors" in last, last
     assert "event=ready" not in result.stderr
+
+
+def test_a_revision_that_is_not_a_feature_draft_exits_2_after_loading_fails(
+    bad_starts: dict[str, tuple[Exit, str]],
+) -> None:
+    result, _ = bad_starts["not-a-feature-draft"]
+    assert result.code == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("adaspec serve: error: cannot serve: "), last
+    assert "is not a feature draft" in last and "train-draft --arch feature" in last, last
 
 
 def test_sigterm_lets_the_running_stream_finish_then_exits_0(fixture_dir: Path, tmp_path: Path) -> None:

@@ -73,7 +73,14 @@ def test_a_failure_mid_run_leaves_only_a_partial_file(
 
 
 def test_config_presets_and_duplicate_phases() -> None:
-    base = dict(strategies="hybrid", out="o", target="smollm2", static_draft=None, draft_budget_minutes=1.0)
+    base = dict(
+        strategies="hybrid",
+        out="o",
+        target="smollm2",
+        static_draft=None,
+        feature_draft=None,
+        draft_budget_minutes=1.0,
+    )
     args = argparse.Namespace(
         quick=True,
         corpus=["python=/x"],
