@@ -105,19 +105,51 @@ def test_summary_has_the_contracted_keys_speedups_and_windows() -> None:
         windows([], 0)
 
 
-def test_goals_are_computed_from_the_records() -> None:
-    by_goal = {
-        (g["goal"].split(" mean")[0].split(" tokens")[0], g["phase"]): g
-        for g in goals(make_records(), PHASES)
+def _records(mal: dict[tuple[str, str], list[float]], tokens: int = 12) -> list[RequestRecord]:
+    """One record per request: mal[(strategy, phase)][i] tokens per pass, 0.1 s a pass."""
+    out, offsets = [], {lang: i * 100 for i, lang in enumerate(PHASES)}
+    for (name, lang), per_request in mal.items():
+        for i, m in enumerate(per_request):
+            passes = round(tokens / m)
+            out.append(
+                RequestRecord(name, lang, offsets[lang] + i, tokens, passes, 0, 0, 0, passes * 0.1, ())
+            )
+    return out
+
+
+def test_goals_are_the_issues_and_computed_from_the_records() -> None:
+    n = 6  # requests per phase; the last third is the last 2
+    mal = {
+        ("target-only", "python"): [1.0] * n,
+        ("target-only", "go"): [1.0] * n,
+        ("static", "python"): [2.0] * n,
+        ("static", "go"): [1.0] * n,
+        ("arctic-suffix", "python"): [2.0] * n,
+        ("arctic-suffix", "go"): [2.0] * n,
+        ("suffix", "python"): [2.0] * n,
+        ("suffix", "go"): [2.0] * n,
+        ("feature", "python"): [3.0] * n,
+        ("feature", "go"): [1.0, 1.0, 1.0, 3.0, 3.0, 3.0],  # back to 90% of 3.0 at the 6th request
+        ("hybrid-feature", "python"): [3.0] * n,
+        ("hybrid-feature", "go"): [2.0, 2.0, 2.0, 2.0, 3.0, 3.0],
     }
-    safety = by_goal[("hybrid / static", "python")]
-    assert safety["measured"] == pytest.approx(1.0) and safety["met"] is True
-    drift = [g for g in goals(make_records(), PHASES) if "last third" in g["goal"] and "static" in g["goal"]][
-        0
-    ]
-    assert drift["measured"] == pytest.approx(2.0) and drift["met"] is True
-    wall = [g for g in goals(make_records(), PHASES) if "tokens per second" in g["goal"]]
-    assert {g["phase"] for g in wall} == set(PHASES) and all(g["met"] for g in wall)
+    by = {(g["goal"], g["phase"]): g for g in goals(_records(mal), PHASES, window=2)}
+    peer = by[("hybrid-feature / arctic-suffix mean accepted length, last third", "go")]
+    assert peer["measured"] == pytest.approx(1.5) and peer["target"] == 1.15 and peer["met"] is True
+    assert by[("hybrid-feature / arctic-suffix tokens per second, last third", "go")][
+        "measured"
+    ] == pytest.approx(1.5)
+    assert by[("hybrid-feature / target-only tokens per second", "python")]["measured"] == pytest.approx(3.0)
+    go_speed = by[("hybrid-feature / target-only tokens per second", "go")]
+    assert go_speed["measured"] == pytest.approx(72 / 3.2 / 10) and go_speed["met"] is False  # 2.25x < 2.5x
+    assert by[("hybrid-feature / static tokens per second", "python")]["measured"] == pytest.approx(1.5)
+    best = by[("hybrid-feature / best of its parts alone (feature) tokens per second", "python")]
+    assert best["measured"] == pytest.approx(1.0) and best["met"] is True
+    learned = by[("feature / static mean accepted length, last third", "go")]
+    assert learned["measured"] == pytest.approx(3.0) and learned["met"] is True
+    recovery = by[("feature requests to reach 90% of its python accepted length (<= 8)", "go")]
+    assert recovery["measured"] == 5 and recovery["met"] is True  # window 2: requests 4-5 average 3.0
+    assert not any("hybrid /" in g or g.startswith("adaptive") for g, _ in by)  # not run: no goal
 
 
 def test_recovery_counts_requests_until_a_window_reaches_the_target() -> None:
