@@ -40,6 +40,8 @@ class ControllerConfig:
     # a proposer is "cheap" when drafting k_max tokens costs less than this share of a target pass: it
     # drafts every step, before any model draft is considered (a model draft drafts at most once a step)
     cheap_fraction: float = 0.05
+    # most draft nodes one tree verification may hold when two proposers' drafts disagree (0: chains only)
+    max_tree_nodes: int = 24
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,6 +55,8 @@ class ControllerConfig:
             raise ValueError(f"fixed_k must be in 1..64, got {self.fixed_k!r}")
         if not 0.0 <= self.cheap_fraction <= 1.0:
             raise ValueError(f"cheap_fraction must be in [0, 1], got {self.cheap_fraction!r}")
+        if not 0 <= self.max_tree_nodes <= 256:
+            raise ValueError(f"max_tree_nodes must be in 0..256, got {self.max_tree_nodes!r}")
 
 
 def expected_tokens(accept_probs: Sequence[float]) -> float:
@@ -64,6 +68,26 @@ def expected_tokens(accept_probs: Sequence[float]) -> float:
     for p in accept_probs:
         cum *= p
         e += cum
+    return e
+
+
+def tree_expected_tokens(a: Sequence[float], b: Sequence[float], shared: int) -> float:
+    """Expected tokens per pass of verifying two chains as one tree: conditional acceptance probabilities
+    `a` and `b` along each, equal tokens on their first `shared` positions and different after.
+
+    Where the chains agree they are one path; where they part, the target's token can match at most one
+    of them, so the chance that some path reaches position i is the sum of the two (never above the
+    chance of reaching the fork). On a chain (b empty) this is `expected_tokens`.
+    """
+    e, ca, cb, fork = 1.0, 1.0, 1.0, 1.0
+    for i in range(max(len(a), len(b))):
+        ca = ca * a[i] if i < len(a) else 0.0
+        cb = cb * b[i] if i < len(b) else 0.0
+        if i < shared:
+            fork = max(ca, cb)
+            e += fork
+        else:
+            e += min(ca + cb, fork)
     return e
 
 
@@ -160,6 +184,8 @@ class CostModel:
         self.verify = dict(verify_seconds)
         self.draft = dict(draft_seconds_per_token)
         self.alpha = 0.05
+        # a tree pass over q tokens costs this times a chain pass over q (its mask is not causal): measured
+        self.tree_overhead = 1.0
 
     def t_verify(self, q: int) -> float:
         """Seconds for one target pass over q tokens."""
@@ -179,14 +205,26 @@ class CostModel:
         w = (q - a) / (b - a)
         return self.verify[a] * (1 - w) + self.verify[b] * w
 
+    def t_tree(self, q: int) -> float:
+        """Seconds for one target pass over a tree of q tokens (the pending one included)."""
+        return self.tree_overhead * self.t_verify(q)
+
+    def observe_tree(self, q: int, seconds: float) -> None:
+        """Fold in a measured tree pass: its cost relative to a chain pass of the same size, clamped to
+        [0.5, 4] (one pass stalled by a neighbour on a shared CPU must not switch trees off for good)."""
+        ratio = min(max(seconds / max(self.t_verify(q), 1e-9), 0.5), 4.0)
+        self.tree_overhead += 2 * self.alpha * (ratio - self.tree_overhead)
+
     def t_draft(self, name: str, k: int) -> float:
         """Seconds to draft k tokens with a proposer."""
         return self.draft.get(name, 0.0) * k
 
     def observe_verify(self, q: int, seconds: float) -> None:
-        """Fold in a measured target pass."""
+        """Fold in a measured target pass (a chain). The tree overhead drifts back toward parity meanwhile,
+        so trees that stopped paying are tried again once in a while rather than never."""
         old = self.t_verify(q)
         self.verify[q] = old + self.alpha * (seconds - old)
+        self.tree_overhead += 0.1 * self.alpha * (1.0 - self.tree_overhead)
 
     def observe_draft(self, name: str, k: int, seconds: float) -> None:
         """Fold in a measured draft of k tokens."""
@@ -208,11 +246,34 @@ class Plan:
 
 @dataclass(frozen=True)
 class Choice:
-    """The draft a propose round settled on: verify the first `k` tokens of `proposer`'s draft."""
+    """The draft a propose round settled on: verify the first `k` tokens of `proposer`'s draft, and with
+    them, as one token tree, the first k' tokens of each (proposer, k') in `also`."""
 
     proposer: str
     k: int
     tokens_per_second: float
+    also: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A finished draft as the controller valued it."""
+
+    proposer: str
+    k: int  # the prefix worth verifying alone
+    tokens: tuple[int, ...]
+    accept: tuple[float, ...]  # estimated conditional acceptance of each drafted token
+    seconds: float
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class ProposeRound:
@@ -225,8 +286,10 @@ class ProposeRound:
     already in hand. Fixed-lookahead mode takes the first proposer that yields a draft.
     """
 
-    def __init__(self, ctl: Controller, names: Iterable[str], k_cap: int) -> None:
+    def __init__(self, ctl: Controller, names: Iterable[str], k_cap: int, trees: bool = False) -> None:
         self.ctl = ctl
+        self.trees = trees and ctl.cfg.max_tree_nodes > 0 and ctl.cfg.fixed_k is None
+        self._offers: list[Offer] = []
         self.k_cap = min(k_cap, ctl.cfg.fixed_k or ctl.cfg.k_max)
         names = list(names)
         plans = ctl.rank(names, self.k_cap) if self.k_cap > 0 and names else []
@@ -254,19 +317,59 @@ class ProposeRound:
                 return plan
         return None
 
-    def offer(self, name: str, confidences: Sequence[float], match_len: int, draft_seconds: float) -> None:
-        """A finished draft of len(confidences) tokens that took `draft_seconds`: learn its cost, value it."""
+    def offer(
+        self,
+        name: str,
+        confidences: Sequence[float],
+        match_len: int,
+        draft_seconds: float,
+        tokens: Sequence[int] = (),
+    ) -> None:
+        """A finished draft of len(confidences) tokens that took `draft_seconds`: learn its cost, value it.
+        Its `tokens` let `choice` verify it beside another draft as a tree."""
         self.ctl.costs.observe_draft(name, len(confidences), draft_seconds)
         if not confidences:
             return
         k, value = self.ctl.choose_k(name, confidences, match_len, draft_seconds)
+        if len(tokens) == len(confidences):
+            accept = tuple(self.ctl.table.p_token(name, i, c, match_len) for i, c in enumerate(confidences))
+            self._offers.append(Offer(name, k, tuple(int(t) for t in tokens), accept, draft_seconds))
         if self._best is None or value > self._best.tokens_per_second:
             self._best = Choice(name, k, value)
 
     def choice(self) -> Choice | None:
-        """The draft to verify (k >= 1), or None: decode this step without speculation."""
+        """The draft to verify (k >= 1), or None: decode this step without speculation.
+
+        With trees allowed and two drafts in hand that part ways, both go into one verification when the
+        expected tokens of the tree (`tree_expected_tokens`) over its measured cost (`CostModel.t_tree`)
+        beat the best draft alone; all drafting this step is paid whichever is verified.
+        """
         best = self._best
-        return best if best is not None and best.k > 0 else None
+        if best is None or best.k <= 0:
+            return None
+        return self._tree(best) if self.trees and len(self._offers) > 1 else best
+
+    def _tree(self, best: Choice) -> Choice:
+        costs, cap = self.ctl.costs, self.ctl.cfg.max_tree_nodes
+        lead = next((o for o in self._offers if o.proposer == best.proposer), None)
+        if lead is None:
+            return best
+        spent = sum(o.seconds for o in self._offers)
+        a = lead.accept[: best.k]
+        value = expected_tokens(a) / (spent + costs.t_verify(best.k + 1))
+        chosen = best
+        for other in self._offers:
+            if other is lead or other.k <= 0:
+                continue
+            shared = shared_prefix(lead.tokens[: best.k], other.tokens[: other.k])
+            k = min(other.k, cap - best.k + shared)
+            if k <= shared:  # inside the lead's branch, or no room left: nothing new to verify
+                continue
+            nodes = best.k + k - shared
+            v = tree_expected_tokens(a, other.accept[:k], shared) / (spent + costs.t_tree(nodes + 1))
+            if v > value:
+                value, chosen = v, Choice(best.proposer, best.k, v, ((other.proposer, k),))
+        return chosen
 
 
 def controller_config(settings: ControllerSettings) -> ControllerConfig:
@@ -329,9 +432,10 @@ class Controller:
         """Whether drafting k_max tokens with a proposer costs under `cheap_fraction` of a target pass."""
         return self.costs.t_draft(name, self.cfg.k_max) < self.cfg.cheap_fraction * self.costs.t_verify(1)
 
-    def round(self, names: Iterable[str], k_cap: int) -> ProposeRound:
-        """The propose phase of one step over these proposers (see ProposeRound)."""
-        return ProposeRound(self, names, k_cap)
+    def round(self, names: Iterable[str], k_cap: int, trees: bool = False) -> ProposeRound:
+        """The propose phase of one step over these proposers (see ProposeRound); `trees`: the step's
+        verification can take a token tree (greedy or seeded sampling)."""
+        return ProposeRound(self, names, k_cap, trees)
 
     def stopper(self, name: str, k_cap: int, match_len: int = 0) -> Callable[[int, float], bool]:
         """A callback for Proposer.propose: stop once cumulative acceptance falls below the threshold.

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import torch
 
-from adaspec.runtime.controller import Controller, ControllerConfig, CostModel
+from adaspec.runtime.controller import Controller, ControllerConfig, CostModel, shared_prefix
 from adaspec.runtime.cpukernels import TuningReport, tune_linears
 from adaspec.runtime.models import CachedLM
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig
 from adaspec.runtime.proposers.base import Draft, Proposer, RequestInfo
 from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
 from adaspec.runtime.stats import GenerationStats, ProposerStats
-from adaspec.runtime.verify import Verdict, verify_greedy, verify_sampling
+from adaspec.runtime.verifystep import Branch, check
 
 log = logging.getLogger("adaspec.engine")
 
@@ -35,10 +35,11 @@ class Step:
     recovered one after a rejection, or the bonus after a fully accepted draft), cut at end-of-sequence.
     """
 
-    speculator: str | None  # None: no draft this step
+    speculator: str | None  # None: no draft this step; with a tree, the proposer whose branch went furthest
     drafted: int
     accepted: int
     committed: int
+    branches: int = 0  # drafts verified: 0 none, 1 a chain, more a token tree of that many branches
 
 
 @dataclass(frozen=True)
@@ -142,50 +143,29 @@ class SpeculativeEngine:
         return draft, time.perf_counter() - t0
 
     def _propose(
-        self, active: dict[str, Proposer], context: list[int], k_cap: int, stats: GenerationStats
-    ) -> tuple[str, Draft, int] | None:
-        """Propose phase: the controller says who drafts, in which order, and which draft is verified."""
+        self,
+        active: dict[str, Proposer],
+        context: list[int],
+        k_cap: int,
+        stats: GenerationStats,
+        trees: bool,
+    ) -> list[Branch]:
+        """Propose phase: the controller says who drafts, in which order, and which drafts are verified
+        (one chain, or with `trees` several as one token tree); empty: decode without speculation."""
         if self.controller is None or not active:
-            return None
-        rnd = self.controller.round(active, k_cap)
+            return []
+        rnd = self.controller.round(active, k_cap, trees)
         drafts: dict[str, Draft] = {}
         while (plan := rnd.next()) is not None:
             got = self._draft(active[plan.proposer], context, rnd.k_cap, stats)
             if got is not None:
                 drafts[plan.proposer] = got[0]
-                rnd.offer(plan.proposer, got[0].confidence, got[0].match_length, got[1])
+                rnd.offer(plan.proposer, got[0].confidence, got[0].match_length, got[1], got[0].token_ids)
         choice = rnd.choice()
-        return None if choice is None else (choice.proposer, drafts[choice.proposer], choice.k)
-
-    def _verify(
-        self,
-        context: list[int],
-        draft: Draft | None,
-        k: int,
-        sampling: SamplingParams,
-        gen: torch.Generator | None,
-        features: bool = False,
-    ) -> tuple[Verdict, torch.Tensor, float, torch.Tensor | None]:
-        """Verify phase: one target pass over the pending token plus k drafted tokens; returns the
-        verdict, the logits [k+1, vocab], the seconds taken and, when asked, the features [k+1, hidden]."""
-        tokens = list(draft.token_ids[:k]) if draft is not None else []
-        t0 = time.perf_counter()
-        hidden = None
-        if features:
-            logits, hidden = self.target.feed_with_features([context[-1], *tokens])
-        else:
-            logits = self.target.feed([context[-1], *tokens])  # [k+1, vocab]
-        if sampling.greedy:
-            verdict = verify_greedy(logits, tokens)
-        elif sampling.reproducible and sampling.seed is not None:
-            # the target's own sample at each position is fixed by the seed: accept what matches it
-            p = logits_to_probs(logits, sampling)  # [k+1, vocab]
-            verdict = verify_greedy(gumbel_scores(p, sampling.seed, len(context)), tokens)
-        else:
-            p = logits_to_probs(logits, sampling)  # [k+1, vocab]
-            q = draft.probs[:k] if draft is not None and draft.probs is not None else None
-            verdict = verify_sampling(p, q, tokens, gen)
-        return verdict, logits, time.perf_counter() - t0, hidden
+        if choice is None:
+            return []
+        picked = [(choice.proposer, choice.k), *choice.also]
+        return [Branch(name, drafts[name], k) for name, k in picked]
 
     # -- the loop ----------------------------------------------------------------------
     def generate(
@@ -226,40 +206,39 @@ class SpeculativeEngine:
         out: list[int] = []
         steps: list[Step] = []
         finish = "length"
+        trees = sampling.greedy or (sampling.reproducible and sampling.seed is not None)
         t0 = time.perf_counter()
         while len(out) < max_new_tokens:
             # propose: at most remaining - 1 tokens, so that accepted + 1 never overshoots
-            proposal = self._propose(active, context, max_new_tokens - len(out) - 1, stats)
-            name: str | None = None
-            draft: Draft | None = None
-            k = 0
-            if proposal is not None:
-                name, draft, k = proposal
-            # verify
-            verdict, logits, seconds, hidden = self._verify(context, draft, k, sampling, gen, bool(readers))
+            branches = self._propose(active, context, max_new_tokens - len(out) - 1, stats, trees)
+            # verify, then accept / rollback: the target's cache keeps context + the accepted tokens
+            checked = check(self.target, context, branches, sampling, gen, bool(readers))
             stats.target_forward_passes += 1
-            # accept / rollback
-            committed = verdict.committed(draft.token_ids[:k] if draft is not None else ())
+            committed = checked.committed
             ends = [i for i, t in enumerate(committed) if t in self.eos_token_ids]
             if ends:
                 committed = committed[: ends[0] + 1]
                 finish = "stop"
-            self.target.truncate(len(context) + verdict.num_accepted)
-            if readers and hidden is not None:  # the pending and accepted tokens' features are exact now
-                rows = hidden[: verdict.num_accepted + 1]  # [n_accepted + 1, hidden]
-                self._share_features(readers, active, len(context) - 1, rows, stats)
+            if readers and checked.hidden is not None:  # the pending and accepted tokens' features are exact
+                self._share_features(readers, active, len(context) - 1, checked.hidden, stats)
+            accepted = checked.committed[: checked.num_accepted]  # drafted tokens the target agreed with
             context.extend(committed)
             out.extend(committed)
-            steps.append(Step(name if k else None, k, verdict.num_accepted, len(committed)))
-            # observe
+            lead = max(branches, key=lambda b: shared_prefix(b.tokens, accepted), default=None)
+            verified = sum(b.k for b in branches)
+            lead_name = lead.name if lead else None
+            steps.append(Step(lead_name, verified, checked.num_accepted, len(committed), len(branches)))
+            # observe: each branch's proposer learns how far its own draft was accepted
             if self.controller is not None:
-                self.controller.costs.observe_verify(k + 1, seconds)
-                if name is not None and draft is not None:
-                    self.controller.observe(
-                        name, draft.confidence[:k], draft.match_length, verdict.num_accepted
-                    )
-                    stats.per_speculator[name].record(k, verdict.num_accepted)
-            rows = logits[: len(committed)]  # [n_committed, vocab]
+                if len(branches) > 1 and trees:
+                    self.controller.costs.observe_tree(checked.verified + 1, checked.seconds)
+                else:
+                    self.controller.costs.observe_verify(checked.verified + 1, checked.seconds)
+                for b in branches:
+                    mine = shared_prefix(b.tokens, accepted)
+                    self.controller.observe(b.name, b.draft.confidence[: b.k], b.draft.match_length, mine)
+                    stats.per_speculator[b.name].record(b.k, mine)
+            rows = checked.logits[: len(committed)]  # [n_committed, vocab]
             for pname, p in list(active.items()):
                 if not _safe(partial(p.observe, context, len(committed), rows), pname, stats):
                     del active[pname]

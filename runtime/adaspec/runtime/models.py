@@ -162,6 +162,19 @@ class CachedLM:
         `cached_ids` ends with `pending` and one TREE_SLOT per node; call `keep_path` (or `sync`, which
         drops the whole tree) before `feed`.
         """
+        return self._feed_tree(pending, tree, features=False)[0]
+
+    @torch.inference_mode()
+    def feed_tree_with_features(self, pending: int, tree: DraftTree) -> tuple[torch.Tensor, torch.Tensor]:
+        """`feed_tree`, also returning the target's features [n+1, hidden] (float32), as
+        `feed_with_features` does for a chain."""
+        logits, hidden = self._feed_tree(pending, tree, features=True)
+        assert hidden is not None
+        return logits, hidden
+
+    def _feed_tree(
+        self, pending: int, tree: DraftTree, features: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         impl = getattr(self.model.config, "_attn_implementation", None)
         if impl not in TREE_ATTENTION:
             raise ValueError(f"feed_tree needs attention implementation in {TREE_ATTENTION}, got {impl!r}")
@@ -177,11 +190,17 @@ class CachedLM:
         mask = tree_attention_mask(tree, past_len, dtype=self.model.dtype, device=self.device)
         positions = tree_position_ids(tree, past_len).to(self.device)  # [1, n+1]
         kwargs: dict[str, Any] = {self._cache_kw: self.cache}
-        out = self.model(input_ids=x, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        args = {"input_ids": x, "attention_mask": mask, "position_ids": positions, "use_cache": True}
+        hidden: torch.Tensor | None = None
+        if features:
+            h = self.model.model(**args, **kwargs).last_hidden_state[0]  # [n+1, hidden]
+            logits: torch.Tensor = self.model.lm_head(h).float()  # [n+1, vocab]
+            hidden = h.float()
+        else:
+            logits = self.model(**args, **kwargs).logits[0].float()  # [n+1, vocab]
         self.cached_ids.extend([int(pending), *([TREE_SLOT] * tree.n)])
         self._tree = tree
-        logits: torch.Tensor = out.logits[0].float()  # [n+1, vocab]
-        return logits
+        return logits, hidden
 
     @torch.inference_mode()
     def keep_path(self, path: Sequence[int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,14 @@ def gumbel_scores(probs: torch.Tensor, seed: int, first_position: int) -> torch.
 
     Gumbel-max: argmax(log p + g) with g ~ Gumbel(0, 1) i.i.d. is distributed as p.
     """
+    return gumbel_scores_at(probs, seed, range(first_position, first_position + probs.shape[0]))
+
+
+def gumbel_scores_at(probs: torch.Tensor, seed: int, positions: Sequence[int]) -> torch.Tensor:
+    """`gumbel_scores` with each row's position given: row i's argmax is a sample keyed by (seed,
+    positions[i]) (a token tree's rows sit at the depth of their node, not one after another)."""
     n, vocab = probs.shape
-    noise = torch.stack([position_gumbel(seed, first_position + i, vocab) for i in range(n)])  # [n, vocab]
+    if len(positions) != n:
+        raise ValueError(f"need one position per row: {n} rows, {len(positions)} positions")
+    noise = torch.stack([position_gumbel(seed, pos, vocab) for pos in positions])  # [n, vocab]
     return torch.log(probs) + noise.to(probs.device)

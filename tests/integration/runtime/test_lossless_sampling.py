@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import adaspec.runtime.engine as engine_mod
+import adaspec.runtime.verifystep as verify_step
 from adaspec.runtime.engine import autoregressive_generate, build_engine
 from adaspec.runtime.proposers.feature import FeatureConfig, FeatureProposer
 from adaspec.runtime.sampling import SamplingParams
@@ -94,6 +94,6 @@ def test_broken_verification_is_detected(
             num_accepted=len(draft), next_token=int(torch.multinomial(p[len(draft)], 1, generator=g))
         )
 
-    monkeypatch.setattr(engine_mod, "verify_sampling", accept_everything)
+    monkeypatch.setattr(verify_step, "verify_sampling", accept_everything)
     got = _speculative(fixture_dir, "static", go_prompt)
     assert homogeneity_pvalue(reference, got) < 1e-4

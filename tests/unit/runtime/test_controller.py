@@ -10,6 +10,7 @@ from adaspec.runtime.controller import (
     CostModel,
     best_lookahead,
     expected_tokens,
+    tree_expected_tokens,
 )
 
 
@@ -209,3 +210,62 @@ def test_a_cheap_proposer_drafts_to_the_cap_and_choose_k_trims_it() -> None:
     assert [stop(i, 0.1) for i in range(4)] == [False, False, False, True]
     k, _ = ctl.choose_k("suffix", [0.1] * 4, 0, 1e-6)
     assert k == 1  # verified for one token only, as any non-empty draft is
+
+
+def test_tree_expected_tokens_counts_one_path_where_chains_agree_and_either_where_they_part() -> None:
+    a, b = [0.5, 0.5], [0.3, 0.9]
+    assert tree_expected_tokens(a, [], 0) == pytest.approx(expected_tokens(a))  # a chain
+    assert tree_expected_tokens(a, a, 2) == pytest.approx(expected_tokens(a))  # the same chain twice
+    # parted at the first token: reach 1 via a (0.5) or b (0.3); reach 2: 0.25 + 0.27
+    assert tree_expected_tokens(a, b, 0) == pytest.approx(1 + 0.8 + 0.52)
+    # one shared token: reaching it is the better chain's 0.5; beyond, the sum, at most the fork's 0.5
+    assert tree_expected_tokens(a, b, 1) == pytest.approx(1 + 0.5 + 0.5)
+    assert tree_expected_tokens([0.9], [0.9], 0) == pytest.approx(2.0)  # never above certainty
+
+
+def _tree_round(trees: bool) -> tuple[Controller, object]:
+    costs = CostModel({q: 1.0 + 0.02 * q for q in range(1, 20)}, {"suffix": 0.0, "static": 0.01})
+    ctl = Controller(ControllerConfig(exploration=0.0, k_max=8, max_tree_nodes=12), costs)
+    return ctl, ctl.round(["static", "suffix"], 8, trees=trees)
+
+
+def test_two_drafts_that_part_are_verified_as_one_tree_when_it_pays() -> None:
+    ctl, rnd = _tree_round(trees=True)
+    from adaspec.runtime.controller import ProposeRound
+
+    assert isinstance(rnd, ProposeRound)
+    drafts = {"suffix": (1, 2, 3, 4), "static": (1, 2, 7, 8)}  # shared two tokens, then parted
+    for name, toks in drafts.items():  # both drafted (the round's order is tested above)
+        rnd.offer(name, [0.6] * 4, 0, 0.01, toks)
+    choice = rnd.choice()
+    assert choice is not None and len(choice.also) == 1
+    ((other, k),) = choice.also
+    assert {choice.proposer, other} == {"static", "suffix"} and k == choice.k == 4
+    ctl.costs.observe_tree(7, 500.0)  # one pass stalled 500x: clamped, it moves the estimate a little
+    assert 1.0 < ctl.costs.tree_overhead < 1.5
+    for _ in range(200):  # tree passes really are 4x a chain pass: trees stop paying
+        ctl.costs.observe_tree(7, 4.0 * ctl.costs.t_verify(7))
+    _, rnd2 = _tree_round(trees=True)
+    assert isinstance(rnd2, ProposeRound)
+    rnd2.ctl.costs.tree_overhead = ctl.costs.tree_overhead
+    for name, toks in drafts.items():
+        rnd2.offer(name, [0.6] * 4, 0, 0.01, toks)
+    assert rnd2.choice() is not None and rnd2.choice().also == ()  # type: ignore[union-attr]
+    for _ in range(2000):  # chain passes meanwhile: the overhead drifts back, trees get retried
+        ctl.costs.observe_verify(1, 1.02)
+    assert ctl.costs.tree_overhead < 1.1
+
+
+def test_no_tree_when_not_allowed_or_when_one_draft_holds_the_other() -> None:
+    from adaspec.runtime.controller import ProposeRound
+
+    for trees, drafts in (
+        (False, {"suffix": (1, 2, 3), "static": (5, 6, 7)}),
+        (True, {"suffix": (1, 2, 3), "static": (1, 2)}),
+    ):
+        _, rnd = _tree_round(trees)
+        assert isinstance(rnd, ProposeRound)
+        for name, toks in drafts.items():
+            rnd.offer(name, [0.6] * len(toks), 0, 0.01, toks)
+        choice = rnd.choice()
+        assert choice is not None and choice.also == ()
