@@ -67,14 +67,19 @@ class DraftRecipe:
     version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
-        for name in ("layers", "seq_len", "batch_size", "steps", "eval_sequences"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"recipe {name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("lr", "budget_minutes"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"recipe {name} must be > 0, got {getattr(self, name)!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"recipe warmup_steps must be >= 0, got {self.warmup_steps!r}")
+        check_recipe(self, ("layers", "seq_len", "batch_size", "steps", "eval_sequences"))
+
+
+def check_recipe(recipe: Any, counts: Sequence[str]) -> None:
+    """ValueError naming the first field out of range: `counts` >= 1, lr and the cap > 0, warm-up >= 0."""
+    for name in counts:
+        if getattr(recipe, name) < 1:
+            raise ValueError(f"recipe {name} must be >= 1, got {getattr(recipe, name)!r}")
+    for name in ("lr", "budget_minutes"):
+        if not getattr(recipe, name) > 0:
+            raise ValueError(f"recipe {name} must be > 0, got {getattr(recipe, name)!r}")
+    if recipe.warmup_steps < 0:
+        raise ValueError(f"recipe warmup_steps must be >= 0, got {recipe.warmup_steps!r}")
 
 
 @dataclass
@@ -264,6 +269,16 @@ class Loop:
     stopped_by: StopReason
     final_loss: float  # smoothed (EMA 0.9)
 
+    def report(self, recipe: Recipe) -> dict[str, Any]:
+        """The fields every training report carries about the loop."""
+        return {
+            "steps": self.steps,
+            "planned_steps": recipe.steps,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 1),
+            "stopped_by": self.stopped_by,
+        }
+
 
 def run_steps(
     recipe: Recipe,
@@ -345,11 +360,7 @@ def train(
         parameters=total,
         trainable_parameters=sum(p.numel() for p in params),
         size_bytes=0,
-        steps=loop.steps,
-        planned_steps=recipe.steps,
-        tokens=loop.tokens,
-        seconds=round(loop.seconds, 1),
-        stopped_by=loop.stopped_by,
+        **loop.report(recipe),
         final_train_kl=round(loop.final_loss, 4),
         eval_kl_before=round(kl_before, 4),
         eval_kl_after=round(kl_after, 4),

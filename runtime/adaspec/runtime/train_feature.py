@@ -26,6 +26,7 @@ from adaspec.runtime.train_draft import (
     Prepared,
     Progress,
     StopReason,
+    check_recipe,
     ensure_draft,
     prepare,
     run_steps,
@@ -64,15 +65,7 @@ class FeatureRecipe:
     version: int = FEATURE_RECIPE_VERSION
 
     def __post_init__(self) -> None:
-        counts = ("seq_len", "batch_size", "steps", "vocab_size", "train_depth", "eval_sequences")
-        for name in counts:
-            if getattr(self, name) < 1:
-                raise ValueError(f"recipe {name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("lr", "budget_minutes"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"recipe {name} must be > 0, got {getattr(self, name)!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"recipe warmup_steps must be >= 0, got {self.warmup_steps!r}")
+        check_recipe(self, ("seq_len", "batch_size", "steps", "vocab_size", "train_depth", "eval_sequences"))
 
     def config(self) -> FeatureConfig:
         """The draft's shape and loss settings (the online learner's other settings at their defaults)."""
@@ -160,11 +153,7 @@ def train_feature(
         recipe_hash=prep.digest,
         parameters=sum(p.numel() for p in prop.net.parameters()),
         size_bytes=0,
-        steps=loop.steps,
-        planned_steps=recipe.steps,
-        tokens=loop.tokens,
-        seconds=round(loop.seconds, 1),
-        stopped_by=loop.stopped_by,
+        **loop.report(recipe),
         final_train_loss=round(loop.final_loss, 4),
         eval_top1_agreement_before=round(agree_before, 4),
         eval_top1_agreement_after=round(agree_after, 4),

@@ -319,20 +319,29 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _feature_setup(path: Path | None, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The feature draft's report for results.json (its training files counted, not listed)."""
+def _draft_setup(
+    path: Path | None, manifest: dict[str, Any], summary: Callable[[dict[str, Any]], str]
+) -> dict[str, Any]:
+    """A draft's report for results.json: its training files counted, not listed, and a one-line summary."""
     report = draft_report(manifest)
     out: dict[str, Any] = {"path": str(path) if path else None}
     if report:
         out.update({k: v for k, v in report.items() if k != "training_files"})
         out["training_files"] = len(report.get("training_files", []))
-        out["summary"] = (
-            f"{report['parameters'] / 1e6:.1f} M parameters, trained on Python for "
-            f"{report['seconds']:.0f} s; held out: top-1 agreement "
-            f"{report['eval_top1_agreement_after']:.2f}, a 4-token chain "
-            f"{report['eval_chain4_after']:.2f} tokens accepted"
-        )
+        out["summary"] = summary(report)
     return out
+
+
+def _feature_setup(path: Path | None, manifest: dict[str, Any]) -> dict[str, Any]:
+    return _draft_setup(
+        path,
+        manifest,
+        lambda r: (
+            f"{r['parameters'] / 1e6:.1f} M parameters, trained on Python for {r['seconds']:.0f} s; "
+            f"held out: top-1 agreement {r['eval_top1_agreement_after']:.2f}, a 4-token chain "
+            f"{r['eval_chain4_after']:.2f} tokens accepted"
+        ),
+    )
 
 
 def _setup(
@@ -350,16 +359,15 @@ def _setup(
 
     marker = target_dir / "adaspec-conversion.json"
     conv = json.loads(marker.read_text()) if marker.is_file() else {}
-    report = draft_report(manifest)
-    draft: dict[str, Any] = {"path": str(draft_dir) if draft_dir else None}
-    if report:
-        draft.update({k: v for k, v in report.items() if k != "training_files"})
-        draft["training_files"] = len(report.get("training_files", []))
-        draft["summary"] = (
-            f"{report['parameters'] / 1e6:.1f} M parameters ({report['size_bytes'] / 1e6:.0f} MB), "
-            f"distilled on Python for {report['seconds']:.0f} s, held-out top-1 agreement with the target "
-            f"{report['eval_top1_agreement_after']:.2f}"
-        )
+    draft = _draft_setup(
+        draft_dir,
+        manifest,
+        lambda r: (
+            f"{r['parameters'] / 1e6:.1f} M parameters ({r['size_bytes'] / 1e6:.0f} MB), distilled on Python "
+            f"for {r['seconds']:.0f} s, held-out top-1 agreement with the target "
+            f"{r['eval_top1_agreement_after']:.2f}"
+        ),
+    )
     from importlib.metadata import PackageNotFoundError, version
 
     try:
