@@ -245,6 +245,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
                     bar.set_postfix(phase=spec.lang, strategy=name, refresh=False)  # the one just done
                     bar.update(1)
                 index += 1
+    measured = proposer_costs(engines)
     del engines
     if config.temperature == 0 and config.strategies:
         # greedy: every strategy committed the target's tokens; any one's are the trace (the report
@@ -258,6 +259,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
         )
         setup["traces"] = TRACES_FILE
     costs = measure_costs(target_dir, draft_dir, plan=kernels)
+    costs["proposers"] = measured
     phases = [p.lang for p in config.phases]
     setup["wall_seconds"] = time.perf_counter() - started
     setup["machine"]["load_after"] = _load()
@@ -273,6 +275,22 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
             for fig in data["phases"].values():
                 fig["tokens_match_target_only"] = None  # sampled tokens differ run to run by design
     return results
+
+
+def proposer_costs(engines: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """c for every proposer as each strategy's controller measured it while serving: seconds per drafted
+    token over seconds of a one-token target pass (proposer -> strategy -> c)."""
+    out: dict[str, dict[str, float]] = {}
+    for strategy, engine in engines.items():
+        ctl = engine.controller
+        if ctl is None:
+            continue
+        step = ctl.costs.t_verify(1)
+        for name in engine.proposers:
+            seconds = ctl.costs.draft.get(name)
+            if seconds is not None and step > 0:
+                out.setdefault(name, {})[strategy] = round(seconds / step, 4)
+    return out
 
 
 def _record(name: str, lang: str, index: int, res: Any) -> RequestRecord:

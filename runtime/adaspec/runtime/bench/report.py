@@ -161,6 +161,13 @@ def render_report(results: dict[str, Any]) -> str:
             f"{_fmt(costs.get('draft_step_ms'), '.1f')} ms; draft/target cost ratio c = "
             f"{_fmt(costs.get('draft_target_ratio'), '.2f')}"
         )
+        by_proposer = costs.get("proposers") or {}
+        if by_proposer:
+            cs = "; ".join(
+                f"{name} " + ", ".join(f"{c:.3f} ({strategy})" for strategy, c in sorted(runs.items()))
+                for name, runs in sorted(by_proposer.items())
+            )
+            lines.append(f"- c per proposer, as each strategy's controller measured it while serving: {cs}")
         verify = ", ".join(f"q={q}: {v:.2f}x" for q, v in costs["verify_cost_vs_q1"].items())
         lines.append(f"- target verify cost against q tokens, relative to one: {verify}")
         untuned = costs.get("untuned")

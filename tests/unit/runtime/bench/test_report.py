@@ -76,6 +76,7 @@ def results_for(records: list[RequestRecord]) -> dict[str, Any]:
             "draft_step_ms": 6.0,
             "draft_target_ratio": 0.15,
             "verify_cost_vs_q1": {"1": 1.0, "5": 1.3},
+            "proposers": {"suffix": {"hybrid": 0.004}, "static": {"hybrid": 0.15, "static": 0.14}},
         },
         "notes": [],
     }
@@ -172,6 +173,10 @@ def test_write_all_writes_three_files_and_marks_complete(tmp_path: Path) -> None
     assert (tmp_path / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "report.md").read_text()
     assert "| hybrid | go | 2.00 | 0.25 |" in report and "draft/target cost ratio c = 0.15" in report
+    assert (
+        "c per proposer" in report
+        and "static 0.150 (hybrid), 0.140 (static); suffix 0.004 (hybrid)" in report
+    )
     assert table(results).count("\n") == 1 + 4 * 2
 
 
