@@ -36,7 +36,7 @@ class Step:
     """
 
     speculator: str | None  # None: no draft this step; with a tree, the proposer whose branch went furthest
-    drafted: int
+    drafted: int  # drafted tokens verified (a tree: its branches' lengths, shared nodes counted in each)
     accepted: int
     committed: int
     branches: int = 0  # drafts verified: 0 none, 1 a chain, more a token tree of that many branches
@@ -225,9 +225,9 @@ class SpeculativeEngine:
             context.extend(committed)
             out.extend(committed)
             lead = max(branches, key=lambda b: shared_prefix(b.tokens, accepted), default=None)
-            verified = sum(b.k for b in branches)
             lead_name = lead.name if lead else None
-            steps.append(Step(lead_name, verified, checked.num_accepted, len(committed), len(branches)))
+            drafted = sum(b.k for b in branches)
+            steps.append(Step(lead_name, drafted, checked.num_accepted, len(committed), len(branches)))
             # observe: each branch's proposer learns how far its own draft was accepted
             if self.controller is not None:
                 if len(branches) > 1 and trees:

@@ -52,7 +52,10 @@ def test_served_requests_are_captured_as_served(
             )
             drafted = [o for o in rec.token_origins() if o[0] is not None]
             stats = out.model_extra["speculation"]
-            assert len(drafted) == sum(v["accepted_tokens"] for v in stats["per_speculator"].values())
+            # a tree step credits every branch with the tokens of it the target agreed with, so where two
+            # branches shared accepted tokens the proposers' sum counts them once for each
+            accepted = sum(v["accepted_tokens"] for v in stats["per_speculator"].values())
+            assert len(drafted) == sum(st.accepted for st in rec.steps) <= accepted
             assert sum(st.drafted for st in rec.steps) == sum(
                 v["draft_tokens"] for v in stats["per_speculator"].values()
             )
