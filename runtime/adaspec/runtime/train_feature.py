@@ -22,7 +22,6 @@ import torch
 from adaspec.runtime.artifacts import ArtifactError, Manifest, read_manifest
 from adaspec.runtime.proposers.feature import FeatureConfig, FeatureExample, FeatureProposer, feature_example
 from adaspec.runtime.train_draft import (
-    CAP_FIELDS,
     Prepared,
     Progress,
     StopReason,
@@ -38,7 +37,7 @@ FEATURE_RECIPE_VERSION = 1
 FEATURE_WEIGHTS = "feature.safetensors"  # the one weights file of a feature-draft revision
 FEATURE_KIND = "feature-draft"  # manifest training_window.kind
 
-__all__ = ["CAP_FIELDS", "FeatureRecipe", "ensure_feature_draft", "load_feature_draft", "train_feature"]
+__all__ = ["FeatureRecipe", "ensure_feature_draft", "load_feature_draft", "train_feature"]
 
 
 @dataclass(frozen=True)
