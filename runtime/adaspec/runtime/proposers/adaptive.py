@@ -116,12 +116,18 @@ def chain_lengths(hits: torch.Tensor, k: int = GATE_LOOKAHEAD) -> torch.Tensor:
 
     `hits[i]` says whether the draft predicts token i given the tokens before it (teacher-forced on the
     target's own tokens, which is what a draft sees while its chain is being accepted)."""
-    h = hits.float()
-    out = torch.zeros_like(h)
-    run = torch.ones_like(h)
-    for j in range(k):
-        shifted = torch.zeros_like(h)
-        shifted[: len(h) - j] = h[j:]
+    return chain_lengths_by_depth([hits] * k)
+
+
+def chain_lengths_by_depth(passes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`chain_lengths` where the chain's j-th token is judged by its own hits: `passes[j][i]` says whether
+    the j-th drafted token, at position i, is the target's (a feature draft's step j reads predicted
+    features, so each depth has its own hits). [G] float."""
+    out = torch.zeros_like(passes[0], dtype=torch.float32) if passes else torch.zeros(0)
+    run = torch.ones_like(out)
+    for j, h in enumerate(passes):
+        shifted = torch.zeros_like(out)
+        shifted[: len(out) - j] = h[j:].float()
         run = run * shifted
         out = out + run
     return out

@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaspec.runtime.proposers.adaptive import GATE_LOOKAHEAD, GATE_WINDOW, LearnsOnline, Trainer
+from adaspec.runtime.proposers.adaptive import (
+    GATE_LOOKAHEAD,
+    GATE_WINDOW,
+    LearnsOnline,
+    Trainer,
+    chain_lengths_by_depth,
+)
 from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
 from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
 
@@ -336,18 +342,10 @@ class FeatureLearner:
         """
         prev, embeds = self._inputs(ex)
         top = self._target_top(ex)  # [T]
-        n = len(top)
         hits = [
             vocab.ids[(o @ vocab.head.T).argmax(-1)] == top for o in net.unrolled(prev, embeds, ex.start, k)
         ]
-        run = torch.ones(n, device=top.device)
-        total = torch.zeros(n, device=top.device)
-        for j, h in enumerate(hits):  # chain from row s: pass j+1 at row s + j
-            shifted = torch.zeros(n, device=top.device)
-            shifted[: n - j] = h[j:].float()
-            run = run * shifted
-            total = total + run
-        scored = total[ex.first_scored :]
+        scored = chain_lengths_by_depth(hits)[ex.first_scored :]  # chain from row s: pass j+1 at row s + j
         return float(scored.mean()) if len(scored) else 0.0
 
     def _inputs(self, ex: FeatureExample, noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
