@@ -15,6 +15,7 @@ from adaspec.runtime.models import small_llama
 from adaspec.runtime.proposers.adaptive import GATE_WINDOW
 from adaspec.runtime.proposers.base import Draft, Proposer, RequestInfo
 from adaspec.runtime.proposers.feature import (
+    RECENT_TOKENS,
     FeatureConfig,
     FeatureProposer,
     TokenCounts,
@@ -268,6 +269,23 @@ def test_reduced_vocabulary_follows_served_tokens(target: Any) -> None:
     ctx = [20, 21, 22, 23, 24]
     prop.observe_features(0, target_features(target, ctx)[:-1])
     assert set(prop.propose(ctx, 4, None).token_ids) <= set(second)
+
+
+def test_a_shift_re_ranks_the_vocabulary_within_a_request_of_a_large_offline_table() -> None:
+    """An offline corpus's counts dwarf one request; the new language's frequent tokens still enter at once
+    (judged on the whole table, 40 tokens against 30 k counted would not have moved it)."""
+    counts = TokenCounts(VOCAB, 4, horizon=1e9, margin=0.01)
+    counts.counts[1:4] = 10_000.0  # a loaded offline table: three ids; the ranking [0, 1, 2, 3] holds them
+    counts.add([1, 2, 3] * 50)  # the same language: nothing to move for
+    assert not counts.rerank()
+    counts.add([40] * 30 + [41] * 10)  # a shift
+    assert counts.rerank() and counts.ids.tolist() == [1, 2, 3, 40]
+    assert not counts.rerank()  # judged on the tokens since the last ranking: none yet
+    for _ in range(300):  # recent traffic is a bounded window, so a long stay does not dilute a shift
+        counts.add([40, 1])
+    assert float(counts.recent.sum()) <= RECENT_TOKENS
+    counts.add([50] * 600)
+    assert counts.rerank() and 50 in counts.ids.tolist()
 
 
 def test_save_load_round_trip_gives_identical_drafts(target: Any, tmp_path: Any) -> None:
