@@ -36,7 +36,12 @@ def register(sub: Any) -> None:
     d.add_argument(
         "--shift-files", type=positive_int, default=8, help="files of the new language the traffic comes from"
     )
-    d.add_argument("--python-requests", type=positive_int, default=24, help="requests before the shift")
+    d.add_argument(
+        "--python-requests",
+        type=positive_int,
+        default=24,
+        help="requests before the shift (at least: more until the drift reference is made)",
+    )
     d.add_argument(
         "--after-requests", type=positive_int, default=16, help="requests after the promotion or rejection"
     )

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,12 +183,7 @@ class Traffic(threading.Thread):
     def run(self) -> None:
         try:
             model = self.client.models.list().data[0].id
-            (first, python), (shift, later) = self.models.phases
-            # the shifted traffic repeats until the verdict (the view sets stop_after) or the cap
-            sequence = itertools.chain(
-                ((first, p) for p in python), ((shift, p) for p in itertools.cycle(later))
-            )
-            for lang, prompt in sequence:
+            for lang, prompt in self._sequence():
                 if self.done.is_set() or len(self.timeline.requests) >= self.limit:
                     break
                 if self.stop_after is not None:
@@ -208,6 +204,19 @@ class Traffic(threading.Thread):
             self.error = exc
         finally:
             self.done.set()
+
+    def _sequence(self) -> Iterator[tuple[str, Prompt]]:
+        """The first language's prompts, then more of them until the drift detector has its reference
+        (drift is a drop from the first language's level: on a fast machine the first prompts can be
+        sent between two evaluations, and a reference made of both languages would hide the drop), then
+        the shifted traffic, repeated until the verdict (the view sets stop_after) or the cap."""
+        (first, python), (shift, later) = self.models.phases
+        yield from ((first, p) for p in python)
+        for p in itertools.cycle(python):
+            if (self.timeline.speculator.get("drift") or {}).get("reference") is not None:
+                break
+            yield first, p
+        yield from ((shift, p) for p in itertools.cycle(later))
 
 
 def run_demo(args: argparse.Namespace) -> int:
