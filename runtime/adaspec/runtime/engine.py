@@ -76,6 +76,8 @@ def validate_draft(draft: object, k_cap: int, vocab: int) -> Draft:
         raise ProposerError(f"draft token ids out of range [0, {vocab}): {draft.token_ids}")
     if len(draft.confidence) != k or any(not 0.0 <= c <= 1.0 for c in draft.confidence):
         raise ProposerError(f"confidence must hold {k} values in [0, 1], got {draft.confidence}")
+    if not (isinstance(draft.sync_seconds, float | int) and 0.0 <= draft.sync_seconds < float("inf")):
+        raise ProposerError(f"sync_seconds must be a finite number >= 0, got {draft.sync_seconds!r}")
     if draft.probs is not None:
         q = draft.probs
         if tuple(q.shape) != (k, vocab):
@@ -129,7 +131,10 @@ class SpeculativeEngine:
     def _draft(
         self, proposer: Proposer, context: list[int], k_cap: int, stats: GenerationStats
     ) -> tuple[Draft, float] | None:
-        """Ask one proposer for a draft; return (draft, seconds it took), or None if it failed."""
+        """Ask one proposer for a draft; return (draft, seconds its drafting took), or None if it failed.
+
+        The proposer's catch-up on committed tokens (`Draft.sync_seconds`) is left out of the seconds: the
+        controller values and prices drafted tokens, and that catch-up is paid whichever k it picks."""
         assert self.controller is not None
         name = proposer.name
         t0 = time.perf_counter()
@@ -140,7 +145,7 @@ class SpeculativeEngine:
             stats.per_speculator.setdefault(name, ProposerStats()).failures += 1
             log.warning("event=proposer_failure proposer=%s error=%r", name, exc)
             return None
-        return draft, time.perf_counter() - t0
+        return draft, max(time.perf_counter() - t0 - draft.sync_seconds, 0.0)
 
     def _propose(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -63,3 +64,36 @@ def test_every_end_of_sequence_id_ends_generation() -> None:
     assert result.token_ids == free[: free.index(second) + 1]
     assert result.finish_reason == "stop"
     assert autoregressive_generate(target, [1, 2, 3], 6, eos_token_id=[unused, second]) == result.token_ids
+
+
+class CatchingUp(Recorder):
+    """Drafts one token; its first call of a request spends 0.2 s catching up, and says so."""
+
+    name = "catching-up"
+
+    def begin(self, request: RequestInfo) -> None:
+        self.fresh = True
+
+    def propose(self, context: Sequence[int], max_tokens: int, stop: StopDrafting | None) -> Draft:
+        synced = 0.0
+        if self.fresh:
+            t0 = time.perf_counter()
+            time.sleep(0.2)
+            synced, self.fresh = time.perf_counter() - t0, False
+        return Draft(token_ids=(3,), probs=None, confidence=(0.99,), sync_seconds=synced)
+
+
+def test_a_proposers_catch_up_is_not_charged_to_its_drafted_tokens() -> None:
+    costs = CostModel({1: 1.0, 2: 1.0}, {})
+    engine = SpeculativeEngine(_target(), [CatchingUp()], Controller(ControllerConfig(fixed_k=1), costs))
+    engine.generate([1, 2, 3], 4)
+    # the first call took over 0.2 s for one token; what is left of it after the catch-up is microseconds
+    assert 0.0 <= costs.draft["catching-up"] < 0.02, costs.draft
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_a_draft_with_a_bad_sync_time_is_refused(bad: float) -> None:
+    from adaspec.runtime.engine import ProposerError, validate_draft
+
+    with pytest.raises(ProposerError, match="sync_seconds"):
+        validate_draft(Draft(token_ids=(3,), probs=None, confidence=(0.5,), sync_seconds=bad), 4, 32)

@@ -26,6 +26,10 @@ class Draft:
     probs: torch.Tensor | None  # [k, vocab] float, rows sum to 1, or None for point masses
     confidence: tuple[float, ...]  # [k], each in [0, 1]
     match_length: int = 0  # suffix proposers: length of the context suffix matched (0 otherwise)
+    # seconds of the call spent bringing the proposer's cache up to the committed context (the prompt on
+    # a first draft, the tokens committed while it was not asked): a cost of serving the request, paid
+    # once whether or not it drafts this step, so the controller does not charge it to the drafted tokens
+    sync_seconds: float = 0.0
 
     @property
     def k(self) -> int:
@@ -42,6 +46,10 @@ class RequestInfo:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     generator: torch.Generator | None = None  # the request's seeded RNG, for sampled drafts
 
+
+# A model proposer catches up on more committed tokens than this in a pass of its own (timed as the
+# draft's `sync_seconds`) before the pass that yields its first draft token; fewer ride along in that pass.
+SYNC_SPLIT = 8
 
 # Called after each drafted token with (position index from 0, confidence); True stops drafting.
 StopDrafting = Callable[[int, float], bool]

@@ -6,6 +6,7 @@ import copy
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from adaspec.runtime.proposers.adaptive import (
     Trainer,
     chain_lengths_by_depth,
 )
-from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
+from adaspec.runtime.proposers.base import SYNC_SPLIT, Draft, RequestInfo, StopDrafting
 from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
 
 log = logging.getLogger("adaspec.feature")
@@ -580,14 +581,21 @@ class FeatureProposer(LearnsOnline):
         self._truncate(n)
         zero = torch.zeros(1, self.parts.dims[0], device=self.device)
         prev = torch.cat([zero, self._feats[: real - 1]])[n:real]  # [real - n, H]: f_{t-1}, steps n..real-1
-        out = self._step(prev, context[n:real], n)[-1]  # [H]: predicted feature of position real-1
+        synced = 0.0
+        if real - n > SYNC_SPLIT:  # a long catch-up (the prompt): not a cost of the drafted tokens
+            t0 = time.perf_counter()
+            self._step(prev[:-1], context[n : real - 1], n)
+            synced, prev, n0 = time.perf_counter() - t0, prev[-1:], real - 1
+        else:
+            n0 = n
+        out = self._step(prev, context[n0:real], n0)[-1]  # [H]: predicted feature of position real-1
         self._cached.extend(int(t) for t in context[n:real])
         for t in range(real, length):  # committed tokens without exact features yet: feed predictions
             out = self._step(out[None], [context[t]], t)[0]
         tokens, confs, rows = self._draft(out, length, max_tokens, stop)
         self._truncate(real)  # drafted steps never stay in the cache
         probs = torch.stack(rows) if rows else None  # [k, vocab]
-        return Draft(token_ids=tuple(tokens), probs=probs, confidence=tuple(confs))
+        return Draft(token_ids=tuple(tokens), probs=probs, confidence=tuple(confs), sync_seconds=synced)
 
     def _draft(
         self, out: torch.Tensor, length: int, max_tokens: int, stop: StopDrafting | None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
 
 from adaspec.runtime.models import CachedLM
-from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting
+from adaspec.runtime.proposers.base import SYNC_SPLIT, Draft, RequestInfo, StopDrafting
 from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
 
 
@@ -36,7 +37,13 @@ class DraftModelProposer:
         """Draft up to max_tokens tokens, asking `stop` after each one."""
         if max_tokens <= 0:
             return Draft(token_ids=(), probs=None, confidence=())
-        logits = self.lm.feed(self.lm.sync(context), last=1)[-1]  # [vocab]
+        pending = self.lm.sync(context)
+        synced = 0.0
+        if len(pending) > SYNC_SPLIT:  # a long catch-up (the prompt): not a cost of the drafted tokens
+            t0 = time.perf_counter()
+            self.lm.feed(pending[:-1], last=1)
+            synced, pending = time.perf_counter() - t0, pending[-1:]
+        logits = self.lm.feed(pending, last=1)[-1]  # [vocab]
         tokens: list[int] = []
         confs: list[float] = []
         rows: list[torch.Tensor] = []
@@ -61,7 +68,7 @@ class DraftModelProposer:
                 break
             logits = self.lm.feed([token])[-1]
         probs = None if greedy else torch.stack(rows)  # [k, vocab]
-        return Draft(token_ids=tuple(tokens), probs=probs, confidence=tuple(confs))
+        return Draft(token_ids=tuple(tokens), probs=probs, confidence=tuple(confs), sync_seconds=synced)
 
     def observe(self, context: Sequence[int], num_new: int, target_logits: torch.Tensor) -> None:
         """Nothing to learn: the static draft is frozen (its cache re-syncs on the next propose)."""
