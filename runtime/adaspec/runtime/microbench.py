@@ -22,8 +22,12 @@ from adaspec.runtime.workloads import Prompt
 
 
 def cut_prompts(tok: object, lang: str, count: int, length: int = 96, seed: int = 0) -> list[Prompt]:
-    """Return `count` prompts of `length` tokens ending mid-file, from held-out files of `lang`."""
-    root = default_roots()[lang]
+    """Return `count` prompts of `length` tokens ending mid-file, from held-out files of `lang` (a source
+    tree found on this machine, see `default_roots`); ValueError naming the trees found otherwise."""
+    roots = default_roots()
+    if lang not in roots:
+        raise ValueError(f"no {lang} source tree on this machine (found: {', '.join(sorted(roots))})")
+    root = roots[lang]
     files = collect(lang, root, heldout=True, max_bytes=4_000_000)
     out: list[Prompt] = []
     for i, f in enumerate(files):

@@ -188,3 +188,10 @@ def test_zip_corpus_and_an_unreadable_member(tmp_path: Path) -> None:
     broken = Corpus("java", archive, corpus.files)
     with pytest.raises(WorkloadError, match="B.java"):
         broken.read(corpus.files[1])
+
+
+def test_fixture_prompts_of_a_language_without_a_source_tree_here_are_refused() -> None:
+    from adaspec.runtime.microbench import cut_prompts
+
+    with pytest.raises(ValueError, match=r"no cobol source tree on this machine \(found: .*python"):
+        cut_prompts(object(), "cobol", 4)
