@@ -113,6 +113,30 @@ def feature_draft(fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
+def ranked_draft(fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture draft with the token counts train-draft writes beside a draft (vocab.safetensors), here
+    of 200 k tokens of the Python training split: its static and adaptive drafts draft over the 256 most
+    counted of the fixture's 1024 ids (`proposers.vocab.reduced_size`)."""
+    import itertools
+
+    import torch
+
+    from adaspec.runtime.draft_data import token_stream, training_files
+    from adaspec.runtime.models import load_tokenizer
+    from adaspec.runtime.proposers.vocab import save_counts
+    from adaspec.runtime.workloads import default_corpora, list_corpus
+
+    out = tmp_path_factory.mktemp("ranked") / "draft"
+    shutil.copytree(fixture_dir / "draft", out)
+    tok = load_tokenizer(fixture_dir / "target")
+    corpus = list_corpus(next(s for s in default_corpora() if s.lang == "python"))
+    stream = token_stream(corpus, training_files(corpus), lambda t: tok(t).input_ids, 0, 0, [])
+    tokens = torch.tensor(list(itertools.islice(stream, 200_000)), dtype=torch.long)
+    save_counts(out, torch.bincount(tokens, minlength=len(tok)).double())
+    return out
+
+
+@pytest.fixture(scope="session")
 def prompts(fixture_dir: Path) -> list[Any]:
     """52 prompts (`adaspec.runtime.workloads.Prompt`): 26 Python (the draft's language) and 26 Go (unseen
     by the draft), 48 tokens each."""

@@ -75,13 +75,19 @@ def save_revision(
     tokenizer_sha256: str,
     training_window: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
+    counts: Any | None = None,
 ) -> Manifest:
-    """Write a draft model as a revision directory (atomically: a temp dir renamed into place)."""
+    """Write a draft model as a revision directory (atomically: a temp dir renamed into place), with
+    `counts` (a torch tensor [vocab], its reduced vocabulary's ranking) as vocab.safetensors if given."""
     if not revision or "/" in revision:
         raise ArtifactError(f"revision id must be a non-empty name without '/', got {revision!r}")
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
+    if counts is not None:
+        from adaspec.runtime.proposers.vocab import save_counts
+
+        save_counts(tmp, counts)
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     manifest = Manifest(
         revision=revision,

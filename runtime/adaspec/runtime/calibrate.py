@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
+
+import torch
 
 from adaspec.runtime.models import CachedLM
 
 
-def _time_feed(lm: CachedLM, prefix_len: int, q: int, reps: int) -> float:
-    """Fastest of `reps` passes over q tokens (the minimum is the estimate least disturbed by noise)."""
+def _time_feed(lm: CachedLM, prefix_len: int, q: int, reps: int, head: torch.Tensor | None = None) -> float:
+    """Fastest of `reps` passes over q tokens (the minimum is the estimate least disturbed by noise); with
+    `head` [Vd, hidden], the layers and those output rows (a reduced draft vocabulary) instead of the
+    model's own head."""
     best = float("inf")
     for _ in range(reps):
         lm.truncate(prefix_len)
         t0 = time.perf_counter()
-        lm.feed([1] * q)
+        if head is None:
+            lm.feed([1] * q)
+        else:
+            lm.feed_hidden([1] * q) @ head.T
         best = min(best, time.perf_counter() - t0)
     lm.truncate(prefix_len)
     return best
@@ -42,11 +50,23 @@ def measure_verify_seconds(
     return out
 
 
-def measure_step_seconds(draft: CachedLM, context: int = 64, reps: int = 5) -> float:
-    """Seconds of one single-token draft step (fastest of `reps`)."""
+def measure_step_seconds(
+    draft: CachedLM, head: torch.Tensor | None = None, context: int = 64, reps: int = 5
+) -> float:
+    """Seconds of one single-token draft step (fastest of `reps`); `head` as in `_time_feed`."""
     draft.reset()
     draft.feed([1] * context)
-    _time_feed(draft, context, 1, 2)
-    s = _time_feed(draft, context, 1, reps)
+    _time_feed(draft, context, 1, 2, head)
+    s = _time_feed(draft, context, 1, reps, head)
     draft.reset()
     return s
+
+
+def proposer_step_seconds(proposer: Any) -> float | None:
+    """Seconds of one step of a model proposer (one with a CachedLM `lm`), with the head it drafts with:
+    a reduced vocabulary's rows (`vocab`) or the model's own; None for a proposer without a model."""
+    lm = getattr(proposer, "lm", None)
+    if not isinstance(lm, CachedLM):
+        return None
+    vocab = getattr(proposer, "vocab", None)
+    return measure_step_seconds(lm, vocab.head if vocab is not None else None)

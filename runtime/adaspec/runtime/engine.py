@@ -361,9 +361,10 @@ def build_engine(
     `feature` proposer from an offline-trained draft; without it, it starts untrained.
     """
     from adaspec.runtime.artifacts import load_revision
-    from adaspec.runtime.calibrate import measure_step_seconds, measure_verify_seconds
+    from adaspec.runtime.calibrate import measure_verify_seconds, proposer_step_seconds
     from adaspec.runtime.models import check_draft_compatible, load_causal_lm, tokenizer_fingerprint
     from adaspec.runtime.proposers.factory import BuildContext, build_proposer, proposers_for
+    from adaspec.runtime.proposers.vocab import draft_counts
 
     names = tuple(n for n in proposers_for(strategy) if n not in disabled)
     if proposers_for(strategy) and not names:
@@ -371,12 +372,13 @@ def build_engine(
     tok_dir = Path(tokenizer_dir) if tokenizer_dir is not None else Path(target_dir)
     target_model = load_causal_lm(Path(target_dir), "target", device)
     target = CachedLM(target_model, device)
-    draft_model = None
+    draft_model, static_counts, adaptive_counts = None, None, None
     if static_draft_dir is not None:
         draft_model = load_causal_lm(Path(static_draft_dir), "static draft", device)
         check_draft_compatible(
             Path(target_dir), Path(static_draft_dir), target.vocab_size, CachedLM(draft_model).vocab_size
         )
+        static_counts = draft_counts(Path(static_draft_dir), target.vocab_size)
     elif "static" in names:
         raise ValueError(f"strategy {strategy!r} needs a static draft (--static-draft DIR)")
     if cpu_kernels is not False and device == "cpu":
@@ -387,6 +389,7 @@ def build_engine(
     init = None
     if adaptive_revision is not None:
         init, _ = load_revision(Path(adaptive_revision), tokenizer_fingerprint(tok_dir), device)
+        adaptive_counts = draft_counts(Path(adaptive_revision), target.vocab_size)
     feature_init = None
     if feature_draft_dir is not None and "feature" in names:
         from adaspec.runtime.train_feature import load_feature_draft
@@ -403,6 +406,8 @@ def build_engine(
         k_max=cfg.k_max,
         static_draft=draft_model,
         adaptive_init=init,
+        static_counts=static_counts,
+        adaptive_counts=adaptive_counts,
         static_draft_dir=static_draft_dir,
         adaptive=adaptive,
         device=device,
@@ -413,9 +418,9 @@ def build_engine(
     )
     proposers = [build_proposer(n, ctx) for n in names]
     for p in proposers:
-        lm = getattr(p, "lm", None)
-        if isinstance(lm, CachedLM):
-            costs.draft[p.name] = measure_step_seconds(lm)
+        step = proposer_step_seconds(p)
+        if step is not None:
+            costs.draft[p.name] = step
     eos = set(eos_ids(getattr(target_model.config, "eos_token_id", None)))
     generation = getattr(target_model, "generation_config", None)
     eos |= eos_ids(getattr(generation, "eos_token_id", None))

@@ -236,6 +236,16 @@ class CachedLM:
         self.cached_ids.extend(tree.token_ids[i] for i in path)
         self._tree = None
 
+    def _layers(self, ids: Sequence[int]) -> torch.Tensor:
+        """The decoder (no output head) on `ids` after the cached ones: final hidden states [n, hidden]."""
+        if not ids:
+            raise ValueError("feed needs at least one token")
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # [1, n]
+        out = self.model.model(input_ids=x, use_cache=True, **{self._cache_kw: self.cache})
+        self.cached_ids.extend(int(i) for i in ids)
+        hidden: torch.Tensor = out.last_hidden_state[0]  # [n, hidden]
+        return hidden
+
     @torch.inference_mode()
     def feed_with_features(self, ids: Sequence[int], last: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """`feed`, also returning the target's features [len(ids), hidden] (float32): the final hidden
@@ -243,15 +253,36 @@ class CachedLM:
 
         The output head runs only on the last `last` positions when `last` > 0, as in `feed`.
         """
-        if not ids:
-            raise ValueError("feed needs at least one token")
-        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # [1, n]
-        out = self.model.model(input_ids=x, use_cache=True, **{self._cache_kw: self.cache})
-        hidden: torch.Tensor = out.last_hidden_state[0]  # [n, hidden]
-        self.cached_ids.extend(int(i) for i in ids)
+        hidden = self._layers(ids)  # [n, hidden]
         rows = hidden[-last:] if last > 0 else hidden
         logits: torch.Tensor = self.model.lm_head(rows).float()  # [n or last, vocab]
         return logits, hidden.float()
+
+    @torch.inference_mode()
+    def feed_hidden(self, ids: Sequence[int], last: int = 0) -> torch.Tensor:
+        """Feed `ids` without the output head; return the final hidden states [len(ids) or last, hidden]
+        (float32). A catch-up that needs no logits uses it, and so does a draft with a head of its own
+        (a reduced vocabulary's rows of `head_weight`)."""
+        hidden = self._layers(ids)  # [n, hidden]
+        return (hidden[-last:] if last > 0 else hidden).float()
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The output layer's weight [vocab, hidden]."""
+        weight: torch.Tensor = self.model.get_output_embeddings().weight
+        return weight
+
+    @torch.inference_mode()
+    def head_is_plain(self) -> bool:
+        """Whether the logits are exactly the final hidden states times `head_weight` (no bias, scale or
+        soft-cap), so that rows of it score a reduced vocabulary; probed on one token, cache untouched."""
+        head = self.model.get_output_embeddings()
+        if getattr(head, "bias", None) is not None:
+            return False
+        x = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        logits = self.model(input_ids=x).logits[0, -1].float()  # [vocab]
+        hidden = self.model.model(input_ids=x).last_hidden_state[0, -1].float()  # [hidden]
+        return bool(torch.allclose(hidden @ self.head_weight.float().T, logits, rtol=1e-3, atol=1e-3))
 
     def truncate(self, length: int) -> None:
         """Keep only the first `length` cached positions."""

@@ -25,7 +25,9 @@ from adaspec.runtime.workloads import Corpus, CorpusSpec, WorkloadError, is_held
 
 log = logging.getLogger("adaspec.train_draft")
 
-RECIPE_VERSION = 2  # 2: the step count, not a time budget, ends training and drives the LR schedule
+# 2: the step count, not a time budget, ends training and drives the LR schedule; 3: the draft carries the
+# counts of the tokens it was trained on (vocab.safetensors), which rank its reduced output vocabulary
+RECIPE_VERSION = 3
 CAP_FIELDS = ("budget_minutes",)  # recipe fields that only cap the run: outside the recipe hash
 StopReason = Literal["steps", "time_cap"]  # the recipe completed, or the wall-clock cap cut it short
 STATIC_REVISION = "static"  # the revision id of a static draft (the operator's and serve's `static`)
@@ -324,9 +326,10 @@ def train(
     recipe: DraftRecipe,
     progress: Callable[[int, float, float], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
-) -> tuple[Any, Any, TrainReport]:
+) -> tuple[Any, Any, TrainReport, torch.Tensor]:
     """Distil a draft for `recipe.steps` steps (fewer when the loop's time cap `recipe.budget_minutes`, read
-    on `clock`, is hit first: logged and reported as `stopped_by`); return (student, tokenizer, report).
+    on `clock`, is hit first: logged and reported as `stopped_by`); return (student, tokenizer, report,
+    counts of the trained-on tokens [vocab], which rank a reduced draft vocabulary: `proposers.vocab`).
     `progress(step, elapsed_s, loss)` after each step."""
     prep = prepare(target_dir, corpus_spec, recipe)
     target = prep.target
@@ -337,10 +340,13 @@ def train(
     used: list[str] = []
     params = [p for p in student.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    vocab = int(student.get_output_embeddings().weight.shape[0])
+    counts = torch.zeros(vocab, dtype=torch.float64)  # [vocab]
 
     def step(ids: torch.Tensor, lr: float) -> float:
         for group in optim.param_groups:
             group["lr"] = lr
+        counts.add_(torch.bincount(ids.flatten().clamp(0, vocab - 1), minlength=vocab).double())
         with torch.inference_mode():
             t_logits = target(ids).logits  # [batch, seq, vocab]
         loss = kd_loss(student(ids).logits, t_logits.clone())
@@ -368,12 +374,22 @@ def train(
         eval_top1_agreement_after=round(agree_after, 4),
         training_files=sorted(set(used)),
     )
-    return student, prep.tokenizer, report
+    return student, prep.tokenizer, report, counts
 
 
-def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, report: TrainReport) -> Path:
-    """Write the draft as an HF directory (safetensors, the target's tokenizer files, manifest.json)."""
+def save_draft(
+    student: Any,
+    target_dir: Path,
+    out: Path,
+    recipe: DraftRecipe,
+    report: TrainReport,
+    counts: torch.Tensor | None = None,
+) -> Path:
+    """Write the draft as an HF directory (safetensors, the target's tokenizer files, manifest.json), with
+    its training tokens' `counts` as vocab.safetensors when given."""
     from safetensors.torch import save_file
+
+    from adaspec.runtime.proposers.vocab import save_counts
 
     def fill(staging: Path) -> None:
         tensors = {
@@ -387,6 +403,8 @@ def save_draft(student: Any, target_dir: Path, out: Path, recipe: DraftRecipe, r
             if (target_dir / name).is_file():
                 shutil.copy2(target_dir / name, staging / name)
         report.size_bytes = (staging / "model.safetensors").stat().st_size
+        if counts is not None:
+            save_counts(staging, counts)
 
     metrics = {
         "heldout_kl": report.eval_kl_after,
@@ -471,8 +489,8 @@ def train_and_save(
     target_dir: Path, corpus_spec: CorpusSpec, recipe: Any, out: Path, progress: Progress
 ) -> None:
     """Train a static draft by `recipe` (a DraftRecipe) and write it to `out`."""
-    student, _tokenizer, report = train(target_dir, corpus_spec, recipe, progress)
-    save_draft(student, target_dir, out, recipe, report)
+    student, _tokenizer, report, counts = train(target_dir, corpus_spec, recipe, progress)
+    save_draft(student, target_dir, out, recipe, report, counts)
 
 
 def ensure_draft(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from adaspec.runtime.engine import autoregressive_generate, build_engine
 from adaspec.runtime.models import load_causal_lm
+from adaspec.runtime.proposers.base import Draft
+from adaspec.runtime.proposers.static import DraftModelProposer
 from adaspec.runtime.workloads import Prompt
 
 MAX_NEW = 24
@@ -49,6 +52,39 @@ def test_every_strategy_equals_transformers_generate(
         assert res.stats.generated_tokens == len(ref)
     if strategy != "target-only":
         assert drafted > 0, "the strategy never speculated, so this test would prove nothing"
+
+
+@pytest.mark.parametrize("strategy", ["static", "adaptive", "hybrid"])
+def test_a_draft_with_token_counts_drafts_a_reduced_vocabulary_losslessly(
+    strategy: str, fixture_dir: Path, ranked_draft: Path, prompts: list[Prompt], hf_reference: list[list[int]]
+) -> None:
+    """build_engine reads the draft directory's vocab.safetensors: the model drafts draft the 256 most
+    counted ids only, every drafted token is one of them, and the output is still the target's."""
+    engine = build_engine(fixture_dir / "target", ranked_draft, strategy)
+    models = [p for p in engine.proposers.values() if isinstance(p, DraftModelProposer)]
+    assert models and all(p.vocab is not None and len(p.vocab.ids) == 256 for p in models)
+    drafted: list[int] = []
+    outside: list[int] = []
+
+    def recording(model: DraftModelProposer) -> Any:
+        inner = model.propose
+
+        def propose(context: Any, max_tokens: int, stop: Any) -> Draft:
+            draft = inner(context, max_tokens, stop)
+            ids = set(model.vocab.ids.tolist()) if model.vocab is not None else set()
+            drafted.extend(draft.token_ids)
+            outside.extend(t for t in draft.token_ids if t not in ids)
+            return draft
+
+        return propose
+
+    for m in models:
+        m.propose = recording(m)  # type: ignore[method-assign]
+    for p, ref in zip(prompts, hf_reference, strict=True):
+        res = engine.generate(p.token_ids, MAX_NEW, tag=p.lang)
+        assert res.token_ids == ref, f"{strategy} with a reduced vocabulary diverged on a {p.lang} prompt"
+    assert drafted, "the model drafts never drafted, so this test would prove nothing"
+    assert not outside, f"drafted ids outside the reduced vocabulary: {outside[:10]}"
 
 
 def test_plain_baseline_equals_transformers_generate(

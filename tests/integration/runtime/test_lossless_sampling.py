@@ -63,8 +63,10 @@ def reference(fixture_dir: Path, go_prompt: list[int]) -> Counter[tuple[int, ...
     return _first_tokens(lambda p, s: autoregressive_generate(engine.target, p, 3, s), go_prompt, 3)
 
 
-def _speculative(fixture_dir: Path, strategy: str, go_prompt: list[int]) -> Counter[tuple[int, ...]]:
-    engine = build_engine(fixture_dir / "target", fixture_dir / "draft", strategy, fixed_k=3)
+def _speculative(
+    fixture_dir: Path, strategy: str, go_prompt: list[int], draft: Path | None = None
+) -> Counter[tuple[int, ...]]:
+    engine = build_engine(fixture_dir / "target", draft or fixture_dir / "draft", strategy, fixed_k=3)
     if strategy == "feature":  # one small learning step per request keeps 700 requests quick
         cfg = FeatureConfig(steps_per_request=1, batch_size=1)
         engine.replace_proposer(FeatureProposer(engine.target.model, cfg))
@@ -78,6 +80,15 @@ def test_draft_sampling_matches_target(
     """The static draft's proposals, and the feature draft's (sampled over its reduced vocabulary, and
     learning between requests), both leave the committed tokens distributed as the target's."""
     got = _speculative(fixture_dir, strategy, go_prompt)
+    assert homogeneity_pvalue(reference, got) > 1e-3
+
+
+def test_a_reduced_vocabulary_draft_samples_the_target_distribution(
+    fixture_dir: Path, ranked_draft: Path, go_prompt: list[int], reference: Counter[tuple[int, ...]]
+) -> None:
+    """The static draft over its 256 most counted ids (q is zero elsewhere, where the target may still
+    put mass): the committed tokens are distributed as the target's."""
+    got = _speculative(fixture_dir, "static", go_prompt, ranked_draft)
     assert homogeneity_pvalue(reference, got) > 1e-3
 
 

@@ -15,13 +15,12 @@ from adaspec.runtime.models import small_llama
 from adaspec.runtime.proposers.adaptive import GATE_WINDOW
 from adaspec.runtime.proposers.base import Draft, Proposer, RequestInfo
 from adaspec.runtime.proposers.feature import (
-    RECENT_TOKENS,
     FeatureConfig,
     FeatureProposer,
-    TokenCounts,
     pretrain_feature_draft,
     target_features,
 )
+from adaspec.runtime.proposers.vocab import RECENT_TOKENS, TokenCounts
 from adaspec.runtime.sampling import SamplingParams
 
 VOCAB = 128

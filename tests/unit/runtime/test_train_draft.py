@@ -19,6 +19,7 @@ from adaspec.runtime.artifacts import ArtifactError, ArtifactMismatch, read_mani
 from adaspec.runtime.models import tokenizer_fingerprint
 from adaspec.runtime.proposers.base import RequestInfo
 from adaspec.runtime.proposers.feature import FeatureProposer, target_features
+from adaspec.runtime.proposers.vocab import VOCAB_FILE, draft_counts
 from adaspec.runtime.train_draft import (
     DraftRecipe,
     TrainReport,
@@ -133,6 +134,11 @@ def test_saved_draft_is_found_by_its_recipe_hash(tmp_path: Path) -> None:
     checked = read_manifest(out, tokenizer_fingerprint(target_dir))
     assert (checked.revision, checked.parent) == ("static", None)
     assert checked.metrics["heldout_top1_agreement"] == 0.2
+    # with its training tokens' counts: one more checksummed file, read back by serve's loader
+    counts = torch.arange(student.config.vocab_size, dtype=torch.float64)
+    out = save_draft(student, target_dir, tmp_path / "ranked", DraftRecipe(), report, counts)
+    assert VOCAB_FILE in read_manifest(out, tokenizer_fingerprint(target_dir)).files
+    assert torch.equal(draft_counts(out, student.config.vocab_size), counts)  # type: ignore[arg-type]
     assert cached_report(out, "abc123") is not None
     assert cached_report(out, "other") is None
     reloaded = LlamaForCausalLM.from_pretrained(str(out))
@@ -174,9 +180,11 @@ TINY = DraftRecipe(layers=1, seq_len=8, batch_size=2, steps=3, warmup_steps=1, e
 
 def test_train_end_to_end_on_a_tiny_target(tmp_path: Path, tiny_setup: tuple[Path, CorpusSpec]) -> None:
     target_dir, spec = tiny_setup
-    student, _, report = train(target_dir, spec, TINY)
+    student, _, report, counts = train(target_dir, spec, TINY)
     assert (report.steps, report.planned_steps, report.stopped_by) == (3, 3, "steps")
     assert report.tokens == 3 * 16
+    # every trained-on token is counted (they rank the draft's reduced vocabulary)
+    assert counts.shape == (student.config.vocab_size,) and float(counts.sum()) == report.tokens
     assert report.training_files and not any(is_heldout(f) for f in report.training_files)
     assert student.config.num_hidden_layers == 1
     few = tmp_path / "few"
@@ -188,8 +196,10 @@ def test_train_end_to_end_on_a_tiny_target(tmp_path: Path, tiny_setup: tuple[Pat
 
 def test_the_step_count_not_the_clock_decides_the_draft(tiny_setup: tuple[Path, CorpusSpec]) -> None:
     target_dir, spec = tiny_setup
-    fast, _, fast_report = train(target_dir, spec, TINY, clock=ticking(0.001))
-    slow, _, slow_report = train(target_dir, spec, TINY, clock=ticking(600.0))  # a loaded machine, in the cap
+    fast, _, fast_report, _ = train(target_dir, spec, TINY, clock=ticking(0.001))
+    slow, _, slow_report, _ = train(
+        target_dir, spec, TINY, clock=ticking(600.0)
+    )  # a loaded machine, in the cap
     assert fast_report.stopped_by == slow_report.stopped_by == "steps"
     assert fast_report.steps == slow_report.steps == TINY.steps
     slow_state = slow.state_dict()
@@ -203,7 +213,9 @@ def test_the_time_cap_stops_training_and_says_so(
     recipe = replace(TINY, steps=50, budget_minutes=0.05)  # a 3 s cap, the clock ticks 1 s per reading
     seen: list[int] = []
     with caplog.at_level(logging.WARNING, logger="adaspec.train_draft"):
-        student, _, report = train(target_dir, spec, recipe, lambda s, *_: seen.append(s), ticking(1.0))
+        student, _, report, _counts = train(
+            target_dir, spec, recipe, lambda s, *_: seen.append(s), ticking(1.0)
+        )
     assert report.stopped_by == "time_cap" and report.planned_steps == 50
     assert 1 <= report.steps < 50 and seen == list(range(1, report.steps + 1))
     assert "event=train_draft_time_cap" in caplog.text and "planned_steps=50" in caplog.text

@@ -19,13 +19,14 @@ import tqdm
 from adaspec.cli.errors import CommandError
 from adaspec.runtime.adapt.cli import EXIT_CANDIDATE, EXIT_GATED
 from adaspec.runtime.artifacts import MANIFEST, ArtifactError, load_revision, manifest_sha256, save_revision
-from adaspec.runtime.calibrate import measure_step_seconds, measure_verify_seconds
+from adaspec.runtime.calibrate import measure_verify_seconds, proposer_step_seconds
 from adaspec.runtime.capture import CapturedRequest, CaptureFormatError, read_records
 from adaspec.runtime.controller import Controller, ControllerConfig, CostModel
 from adaspec.runtime.engine import SpeculativeEngine
 from adaspec.runtime.models import CachedLM, ModelLoadError, load_causal_lm, tokenizer_fingerprint
 from adaspec.runtime.proposers.adaptive import freeze_tables_if_dominant
 from adaspec.runtime.proposers.static import DraftModelProposer
+from adaspec.runtime.proposers.vocab import TokenCounts, draft_counts, reduced_size
 from adaspec.runtime.server.locations import LocationError, resolve
 from adaspec.runtime.train_draft import kd_loss
 
@@ -109,15 +110,23 @@ def distil(
 
 
 def replay(
-    target: CachedLM, draft: Any, records: list[CapturedRequest], k: int, t_verify: float, name: str = "draft"
+    target: CachedLM,
+    draft: Any,
+    records: list[CapturedRequest],
+    k: int,
+    t_verify: float,
+    name: str = "draft",
+    counts: torch.Tensor | None = None,
 ) -> Replay:
-    """Re-decode the held-out prompts greedily with `draft` proposing k tokens a step; measure acceptance
-    and model tokens/s from measured costs (target pass over k+1 tokens, one draft step)."""
+    """Re-decode the held-out prompts greedily with `draft` proposing k tokens a step (over the reduced
+    vocabulary its token `counts` rank, as serving would); measure acceptance and model tokens/s from
+    measured costs (target pass over k+1 tokens, one draft step)."""
     lm = CachedLM(draft, target.device)
-    t_draft = measure_step_seconds(lm)
+    proposer = DraftModelProposer(lm, name="draft", counts=counts)
+    t_draft = proposer_step_seconds(proposer) or 0.0
     engine = SpeculativeEngine(
         target,
-        [DraftModelProposer(lm, name="draft")],
+        [proposer],
         Controller(ControllerConfig(fixed_k=k), CostModel({1: 1.0}, {})),
     )
     drafts = draft_tokens = accepted = generated = passes = 0
@@ -190,8 +199,16 @@ def run_adapt(args: argparse.Namespace) -> int:
     try:
         target_model = load_causal_lm(target_dir, "target", args.device)
         parent = load_parent(parent_dir, tok, args.device)
-    except (ModelLoadError, ArtifactError) as exc:
+        vocab = int(target_model.get_output_embeddings().weight.shape[0])
+        parent_counts = draft_counts(parent_dir, vocab) if parent_dir is not None else None
+    except (ModelLoadError, ArtifactError, ValueError) as exc:
         raise CommandError(str(exc)) from None
+    counts = None  # the candidate's: the parent's ranking with the traffic it is trained on counted in
+    if parent_counts is not None:
+        table = TokenCounts.ranked(parent_counts, reduced_size(vocab))
+        for rec in train:
+            table.add(rec.prompt_ids + rec.output_ids)
+        counts = table.counts
     candidate = copy.deepcopy(parent)
     training = distil(
         candidate,
@@ -206,8 +223,8 @@ def run_adapt(args: argparse.Namespace) -> int:
     )
     target = CachedLM(target_model, args.device)
     t_verify = measure_verify_seconds(target, [args.lookahead + 1])[args.lookahead + 1]
-    before = replay(target, parent, heldout, args.lookahead, t_verify, "parent")
-    after = replay(target, candidate, heldout, args.lookahead, t_verify, "candidate")
+    before = replay(target, parent, heldout, args.lookahead, t_verify, "parent", parent_counts)
+    after = replay(target, candidate, heldout, args.lookahead, t_verify, "candidate", counts)
     reasons = gate(before, after, len(heldout), args.min_heldout, args.min_improvement)
     revision = args.revision or (f"r-{args.run_id}" if args.run_id else f"r{int(time.time())}")
     result: dict[str, Any] = {
@@ -245,6 +262,7 @@ def run_adapt(args: argparse.Namespace) -> int:
             tokenizer_sha256=tok,
             training_window=window,
             metrics=metrics,
+            counts=counts,
         )
         result["out"] = str(out)
         result["sha256"] = manifest_sha256(out)

@@ -164,6 +164,7 @@ def replay(
     controller: ControllerConfig | None = None,
     fixed_k: int | None = None,
     static_draft: Any | None = None,
+    static_counts: Any | None = None,
 ) -> dict[str, PhaseFigures]:
     """Serve every trace, in order, with the strategy's real proposers and controller; figures per phase.
 
@@ -191,14 +192,16 @@ def replay(
     target = ReplayTarget(vocab_size)
     costs = RecordedCosts(verify, {})
     ctl = Controller(cfg, costs)
-    ctx = BuildContext(vocab_size=vocab_size, k_max=cfg.k_max, static_draft=static_draft)
+    ctx = BuildContext(
+        vocab_size=vocab_size, k_max=cfg.k_max, static_draft=static_draft, static_counts=static_counts
+    )
     proposers = [build_proposer(n, ctx) for n in names]
     for p in proposers:
-        lm = getattr(p, "lm", None)
-        if isinstance(lm, CachedLM):
-            from adaspec.runtime.calibrate import measure_step_seconds
+        from adaspec.runtime.calibrate import proposer_step_seconds
 
-            costs.draft[p.name] = measure_step_seconds(lm)
+        step = proposer_step_seconds(p)
+        if step is not None:
+            costs.draft[p.name] = step
     engine = SpeculativeEngine(cast(CachedLM, target), proposers, ctl if names else None, None)
     figures: dict[str, PhaseFigures] = {}
     for number, trace in enumerate(traces):
@@ -241,6 +244,7 @@ def run_replay(
     fixed_k: dict[str, int | None],
     static_draft: Any | None = None,
     controller: ControllerConfig | None = None,
+    static_counts: Any | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Figures for every strategy (target-only first) by phase, as dicts."""
     out = {BASELINE: {ph: f.as_dict() for ph, f in baseline_figures(traces, verify).items()}}
@@ -255,6 +259,7 @@ def run_replay(
             controller=controller,
             fixed_k=fixed_k.get(name),
             static_draft=static_draft,
+            static_counts=static_counts,
         )
         out[name] = {ph: f.as_dict() for ph, f in got.items()}
     return out
@@ -309,12 +314,12 @@ def run_from_args(args: Any) -> int:
         verify = verify_seconds(json.loads(results_path.read_text()))
         strategies = parse_strategies(args.strategies)
         fixed_k = parse_fixed_k(args.fixed_k or [], FIXED_K)
-        static = None
+        static, counts = None, None
         if "static" in {n for s in strategies for n in _proposers(s)}:
-            static = _static_draft(args.static_draft)
+            static, counts = _static_draft(args.static_draft)
         vocab = static.config.vocab_size if static is not None else _vocab(run_dir, traces)
         controller = ControllerConfig(k_max=args.max_lookahead) if args.max_lookahead else None
-        figures = run_replay(traces, strategies, verify, vocab, fixed_k, static, controller)
+        figures = run_replay(traces, strategies, verify, vocab, fixed_k, static, controller, counts)
     except (ReplayError, OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     if args.json:
@@ -331,12 +336,15 @@ def _proposers(strategy: str) -> tuple[str, ...]:
     return proposers_for(strategy)
 
 
-def _static_draft(path: str | None) -> Any:
+def _static_draft(path: str | None) -> tuple[Any, Any | None]:
+    """The run's static draft and its token counts (None without vocab.safetensors)."""
     from adaspec.runtime.models import load_causal_lm
+    from adaspec.runtime.proposers.vocab import draft_counts
 
     if path is None:
         raise ReplayError("a strategy with the static draft needs --static-draft DIR (the run's draft)")
-    return load_causal_lm(Path(path).expanduser(), "static draft")
+    model = load_causal_lm(Path(path).expanduser(), "static draft")
+    return model, draft_counts(Path(path).expanduser(), int(model.config.vocab_size))
 
 
 def _vocab(run_dir: Path, traces: Sequence[Trace]) -> int:

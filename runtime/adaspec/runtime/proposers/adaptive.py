@@ -359,8 +359,9 @@ class AdaptiveProposer(LearnsOnline, DraftModelProposer):
         cfg: AdaptiveConfig | None = None,
         name: str = "adaptive",
         on_estimate: Callable[[str, float], None] | None = None,
+        counts: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(lm, name=name)
+        super().__init__(lm, name=name, counts=counts)
         self.cfg = cfg or AdaptiveConfig()
         self.on_estimate = on_estimate
         self.distiller = OnlineDistiller(copy.deepcopy(lm.model), self.cfg, self._report)
@@ -375,11 +376,16 @@ class AdaptiveProposer(LearnsOnline, DraftModelProposer):
 
     # -- serving -------------------------------------------------------------------------
     def begin(self, request: RequestInfo) -> None:
-        """Swap in the newest trained weights (between requests only), then reset the cache."""
+        """Swap in the newest trained weights and re-rank a reduced vocabulary when the counted traffic
+        moved (between requests only), then reset the cache."""
         version, weights = self.distiller.snapshot()
-        if weights is not None and version != self._served_version:
+        swapped = weights is not None and version != self._served_version
+        if swapped:
             self.lm.model.load_state_dict(weights, strict=False)  # the trained parameters only
             self._served_version = version
+        reranked = self.counts is not None and self.counts.rerank()
+        if reranked or (swapped and self.vocab is not None and any(is_table(n) for n in weights or {})):
+            self.vocab = self._vocab_map()  # new ids, or a trained output layer's new rows
         super().begin(request)
         self._prompt = list(request.prompt_ids)
         self._top_ids, self._top_logp = [], []
@@ -392,7 +398,9 @@ class AdaptiveProposer(LearnsOnline, DraftModelProposer):
         self._top_logp.append(top.values.cpu())
 
     def end(self, output_ids: Sequence[int]) -> None:
-        """Turn the finished request into a training example and learn from it."""
+        """Count the request toward a reduced vocabulary, turn it into a training example, learn from it."""
+        if self.counts is not None:
+            self.counts.add([*self._prompt, *output_ids])
         if not output_ids or not self._top_ids:
             return
         top_ids = torch.cat(self._top_ids)[: len(output_ids)]  # [G, K]
@@ -406,7 +414,8 @@ class AdaptiveProposer(LearnsOnline, DraftModelProposer):
         self.trainer.after_request()
 
     def save_revision(self, out_dir: Path, **manifest: Any) -> Manifest:
-        """Write the newest trained weights as a revision (see artifacts.save_revision for the fields)."""
+        """Write the newest trained weights (and a reduced vocabulary's counts) as a revision (see
+        artifacts.save_revision for the fields)."""
         model = copy.deepcopy(self.lm.model)
         _, weights = self.distiller.snapshot()
         if weights is not None:
@@ -414,4 +423,5 @@ class AdaptiveProposer(LearnsOnline, DraftModelProposer):
         metrics = dict(manifest.pop("metrics", {}) or {})
         if self.distiller.prequential_accuracy is not None:
             metrics.setdefault("prequential_accuracy", round(self.distiller.prequential_accuracy, 4))
-        return save_revision(model, out_dir, metrics=metrics, **manifest)
+        counts = self.counts.counts if self.counts is not None else None
+        return save_revision(model, out_dir, metrics=metrics, counts=counts, **manifest)

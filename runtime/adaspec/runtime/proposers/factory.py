@@ -34,6 +34,9 @@ class BuildContext:
     k_max: int
     static_draft: Any | None = None  # a loaded draft model (frozen)
     adaptive_init: Any | None = None  # a loaded revision to start the adaptive draft from
+    # token counts [vocab] (torch) ranking a reduced draft vocabulary: the static draft's, the revision's
+    static_counts: Any | None = None
+    adaptive_counts: Any | None = None
     static_draft_dir: Path | None = None
     adaptive: AdaptiveConfig | None = None
     device: str = "cpu"
@@ -56,11 +59,15 @@ def build_proposer(name: str, ctx: BuildContext) -> Proposer:
     if name == "static":
         if ctx.static_draft is None:
             raise ValueError("proposer 'static' needs a static draft model (--static-draft DIR)")
-        return DraftModelProposer(CachedLM(ctx.static_draft, ctx.device), name="static")
+        lm = CachedLM(ctx.static_draft, ctx.device)
+        return DraftModelProposer(lm, name="static", counts=ctx.static_counts)
     if name == "adaptive":
-        start = ctx.adaptive_init if ctx.adaptive_init is not None else ctx.static_draft
+        revision = ctx.adaptive_init is not None
+        start = ctx.adaptive_init if revision else ctx.static_draft
+        counts = ctx.adaptive_counts if revision else ctx.static_counts
         model = copy.deepcopy(start) if start is not None else scratch_draft(ctx)
-        return AdaptiveProposer(CachedLM(model, ctx.device), ctx.adaptive, on_estimate=ctx.on_estimate)
+        lm = CachedLM(model, ctx.device)
+        return AdaptiveProposer(lm, ctx.adaptive, on_estimate=ctx.on_estimate, counts=counts)
     if name == "suffix":
         return SuffixProposer()
     if name == "feature":

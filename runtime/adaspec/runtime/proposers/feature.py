@@ -24,7 +24,16 @@ from adaspec.runtime.proposers.adaptive import (
     chain_lengths_by_depth,
 )
 from adaspec.runtime.proposers.base import SYNC_SPLIT, Draft, RequestInfo, StopDrafting
-from adaspec.runtime.sampling import SamplingParams, gumbel_scores, logits_to_probs, sample
+from adaspec.runtime.proposers.vocab import (
+    COUNT_HORIZON,
+    DRAFT_VOCAB,
+    RERANK_MARGIN,
+    TokenCounts,
+    VocabMap,
+    pick,
+    vocab_map,
+)
+from adaspec.runtime.sampling import SamplingParams
 
 log = logging.getLogger("adaspec.feature")
 
@@ -36,7 +45,7 @@ log = logging.getLogger("adaspec.feature")
 class FeatureConfig:
     """Draft shape and online-learning settings."""
 
-    vocab_size: int = 8192  # reduced draft vocabulary (FR-Spec); the full vocab when that is smaller
+    vocab_size: int = DRAFT_VOCAB  # reduced draft vocabulary (FR-Spec); the full vocab when that is smaller
     intermediate: int | None = None  # the draft layer's MLP width (None: the target's)
     lr: float = 1e-3
     steps_per_request: int = 4
@@ -48,9 +57,9 @@ class FeatureConfig:
     top1_weight: float = 1.0  # cross-entropy to the target's argmax (what greedy verification accepts)
     train_depth: int = 3  # drafting steps unrolled in training (EAGLE-3's training-time test; 1: none)
     feature_noise: float = 0.0  # uniform noise on input features while training (EAGLE uses 0.1 or so)
-    count_horizon: float = 1e6  # the token-count table halves past this total (forgets old traffic)
+    count_horizon: float = COUNT_HORIZON  # the token-count table halves past this total (forgets old traffic)
     # re-rank when the best vocabulary holds this much more of the recently counted tokens (TokenCounts)
-    rerank_margin: float = 0.01
+    rerank_margin: float = RERANK_MARGIN
     background: bool = False  # train in a worker thread (serving) or inline at request end (tests)
     compute_share: float = 0.25  # background: fraction of wall time the worker may train
     seed: int = 0
@@ -213,72 +222,6 @@ class FeatureDraftNet(nn.Module):
         m = self.mlp_norm(x)
         x = x + self.down(F.silu(self.gate(m)) * self.up(m))
         return self.norm(x), (k, v)
-
-
-@dataclass(frozen=True)
-class VocabMap:
-    """The reduced draft vocabulary (FR-Spec, arXiv 2502.14856; EAGLE-3's draft-to-target map)."""
-
-    ids: torch.Tensor  # [Vd] long, ascending target ids
-    head: torch.Tensor  # [Vd, H] float32: the target's lm_head rows for them
-    index: torch.Tensor  # [vocab] long: position of each target id in `ids`, -1 outside
-
-
-def vocab_map(ids: torch.Tensor, parts: TargetParts, device: torch.device) -> VocabMap:
-    """The map for target ids [Vd] (sorted here), with their lm_head rows on `device`."""
-    ids = ids.to(device=device, dtype=torch.long).sort().values  # [Vd]
-    index = torch.full((parts.vocab,), -1, dtype=torch.long, device=device)
-    index[ids] = torch.arange(len(ids), device=device)
-    head = parts.head.detach().to(device)[ids].float()  # [Vd, H]
-    return VocabMap(ids, head, index)
-
-
-RECENT_TOKENS = 4096  # about ten requests: what a re-ranking is judged on (see TokenCounts)
-
-
-class TokenCounts:
-    """A bounded table of served token counts that ranks the reduced vocabulary (FR-Spec).
-
-    The ranking is by all counts (old traffic included), but whether to re-rank is judged on the tokens
-    counted since the last ranking: a language shift is a small share of a table that holds an offline
-    corpus's 230 k tokens, and judged on the whole table it took some 20 requests to move at all; on
-    SmolLM2 the Python-ranked 8192 ids held the target's next token at 84% of Go positions, and 94%
-    once two Go requests were counted in.
-    """
-
-    def __init__(self, vocab: int, size: int, horizon: float, margin: float) -> None:
-        self.size, self.horizon, self.margin = min(size, vocab), horizon, margin
-        self.counts = torch.zeros(vocab, dtype=torch.float64)  # [vocab]
-        self.recent = torch.zeros(vocab, dtype=torch.float64)  # [vocab]: counted since the last ranking
-        self.ids = torch.arange(self.size)  # [Vd] the current ranking (ascending ids)
-
-    def add(self, tokens: Sequence[int]) -> None:
-        """Count served tokens (out-of-range ids ignored); halve the table when it passes the horizon."""
-        t = torch.tensor(list(tokens), dtype=torch.long)
-        t = t[(t >= 0) & (t < len(self.counts))]
-        added = torch.bincount(t, minlength=len(self.counts)).double()
-        self.counts += added
-        self.recent += added
-        recent = float(self.recent.sum())
-        if recent > RECENT_TOKENS:  # a sliding judgement: old traffic fades from it
-            self.recent *= RECENT_TOKENS / (2.0 * recent)
-        total = float(self.counts.sum())
-        if total > self.horizon:
-            self.counts *= self.horizon / (2.0 * total)
-
-    def rerank(self) -> bool:
-        """Switch to the most frequent ids when they hold `margin` more of the tokens counted since the
-        last ranking than the current ids do; True if switched."""
-        recent = float(self.recent.sum())
-        if self.size >= len(self.counts) or recent == 0.0:
-            return False
-        best = torch.topk(self.counts, self.size).indices.sort().values  # [Vd]
-        gain = float(self.recent[best].sum() - self.recent[self.ids].sum()) / recent
-        if gain <= self.margin:
-            return False
-        self.ids = best
-        self.recent.zero_()
-        return True
 
 
 @dataclass(frozen=True)
@@ -508,7 +451,7 @@ class FeatureProposer(LearnsOnline):
         self.counts = TokenCounts(
             self.parts.vocab, self.cfg.vocab_size, self.cfg.count_horizon, self.cfg.rerank_margin
         )
-        self.vocab = vocab_map(self.counts.ids, self.parts, self.device)
+        self.vocab = vocab_map(self.counts.ids, self.parts.head, self.device)
         self.learner = FeatureLearner(copy.deepcopy(self.net), self.parts, self.cfg, self.vocab)
         self.learner.on_estimate = self._report
         self.net.eval().requires_grad_(False)
@@ -534,7 +477,7 @@ class FeatureProposer(LearnsOnline):
         self.serve_published()
         self.counts.add(request.prompt_ids)
         if self.counts.rerank():
-            self.vocab = vocab_map(self.counts.ids, self.parts, self.device)
+            self.vocab = vocab_map(self.counts.ids, self.parts.head, self.device)
             self.learner.vocab = self.vocab
         self._sampling, self._generator = request.sampling, request.generator
         self._reset_request(request.prompt_ids)
@@ -606,21 +549,11 @@ class FeatureProposer(LearnsOnline):
         rows: list[torch.Tensor] = []
         for i in range(max_tokens):
             logits = out.float() @ vocab.head.T  # [Vd]
-            plain = torch.softmax(logits, dim=-1)
-            if sampling.greedy:
-                slot = int(plain.argmax())
-            else:
-                q = logits_to_probs(logits[None], sampling)[0]  # [Vd]
-                row = torch.zeros(self.parts.vocab, device=self.device)  # [vocab]
-                row.index_copy_(0, vocab.ids, q)
-                if sampling.reproducible and sampling.seed is not None:
-                    token = int(gumbel_scores(row[None], sampling.seed, length + i)[0].argmax())
-                    slot = int(vocab.index[token])
-                else:
-                    slot = sample(q, self._generator)
+            token, conf, row = pick(logits, vocab, self.parts.vocab, sampling, self._generator, length + i)
+            tokens.append(token)
+            confs.append(conf)
+            if row is not None:
                 rows.append(row)
-            tokens.append(int(vocab.ids[slot]))
-            confs.append(min(1.0, float(plain[slot])))
             if i + 1 == max_tokens or (stop is not None and stop(i, confs[-1])):
                 break
             out = self._step(out[None], [tokens[-1]], length + i)[0]  # [H]
@@ -647,7 +580,7 @@ class FeatureProposer(LearnsOnline):
         for tokens in token_sequences:
             self.counts.add(tokens)
         if self.counts.rerank():
-            self.vocab = vocab_map(self.counts.ids, self.parts, self.device)
+            self.vocab = vocab_map(self.counts.ids, self.parts.head, self.device)
             self.learner.vocab = self.vocab
 
     def pretrain(
@@ -729,7 +662,7 @@ class FeatureProposer(LearnsOnline):
         self.learner.replace_weights(weights)
         self.counts.counts = counts.double().clone()
         self.counts.ids = ids.long().sort().values
-        self.vocab = vocab_map(self.counts.ids, self.parts, self.device)
+        self.vocab = vocab_map(self.counts.ids, self.parts.head, self.device)
         self.learner.vocab = self.vocab
         self._served_version = self.learner.version
 

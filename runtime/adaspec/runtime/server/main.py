@@ -99,6 +99,7 @@ def load(p: ServePlan, state: ServeState) -> None:
     from adaspec.runtime.engine import build_engine
     from adaspec.runtime.models import load_tokenizer, tokenizer_fingerprint
     from adaspec.runtime.proposers.adaptive import adaptive_config
+    from adaspec.runtime.proposers.vocab import draft_counts
     from adaspec.runtime.server.revisions import RevisionManager, RevisionRecord
     from adaspec.runtime.server.scheduler import FifoScheduler
 
@@ -119,8 +120,15 @@ def load(p: ServePlan, state: ServeState) -> None:
     static = engine.proposers.get("static") or engine.proposers.get("adaptive")
     lm = getattr(static, "lm", None)
     static_model = copy.deepcopy(lm.model).to("cpu") if lm is not None else None
+    static_counts = draft_counts(p.static_dir, engine.target.vocab_size) if p.static_dir else None
     revisions = RevisionManager(
-        engine, tokenizer_fingerprint(p.tokenizer_dir), static_model, adaptive, args.device, args.role
+        engine,
+        tokenizer_fingerprint(p.tokenizer_dir),
+        static_model,
+        adaptive,
+        args.device,
+        args.role,
+        static_counts,
     )
     if p.artifact:
         revisions.activate(

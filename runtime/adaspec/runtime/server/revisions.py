@@ -20,6 +20,7 @@ from adaspec.runtime.artifacts import (
 from adaspec.runtime.engine import SpeculativeEngine
 from adaspec.runtime.models import CachedLM, ModelLoadError
 from adaspec.runtime.proposers.adaptive import AdaptiveConfig, AdaptiveProposer
+from adaspec.runtime.proposers.vocab import draft_counts
 from adaspec.runtime.server.locations import LocationError, resolve
 from adaspec.runtime.server.protocol import APIError
 from adaspec.runtime.server.tokens import STATIC
@@ -47,6 +48,7 @@ class LoadedRevision:
 
     record: RevisionRecord
     model: Any  # the draft model (a fresh copy, owned by the new proposer)
+    counts: Any | None = None  # its token counts [vocab] ranking a reduced draft vocabulary, if it has them
 
 
 def refusal(exc: Exception) -> APIError:
@@ -69,10 +71,12 @@ class RevisionManager:
         adaptive: AdaptiveConfig,
         device: str,
         role: str,
+        static_counts: Any | None = None,  # the static draft's token counts (vocab.safetensors), if any
     ) -> None:
         self.engine = engine
         self.tokenizer_sha256 = tokenizer_sha256
         self.static_draft = static_draft
+        self.static_counts = static_counts
         self.adaptive = adaptive
         self.device = device
         self.role = role
@@ -90,6 +94,14 @@ class RevisionManager:
         p = self.engine.proposers.get("adaptive")
         return p.served_version if isinstance(p, AdaptiveProposer) else 0
 
+    def draft_vocabulary(self) -> int | None:
+        """Ids the adaptive draft drafts over: its reduced vocabulary's size, or the whole vocabulary's
+        (None without an adaptive draft)."""
+        p = self.engine.proposers.get("adaptive")
+        if not isinstance(p, AdaptiveProposer):
+            return None
+        return len(p.vocab.ids) if p.vocab is not None else p.lm.vocab_size
+
     def train_failures(self) -> int:
         """Failed background training steps of the current adaptive draft."""
         p = self.engine.proposers.get("adaptive")
@@ -105,7 +117,9 @@ class RevisionManager:
             if self.static_draft is None:
                 raise APIError(409, "no static draft is loaded (--static-draft)", param="revision")
             record = RevisionRecord(STATIC, "", "", role, action, time.time())
-            return LoadedRevision(record, copy.deepcopy(self.static_draft).to(self.device))
+            return LoadedRevision(
+                record, copy.deepcopy(self.static_draft).to(self.device), self.static_counts
+            )
         if not artifact_uri:
             raise APIError(400, f"revision {revision!r} needs an artifact_uri", param="artifact_uri")
         try:
@@ -120,17 +134,21 @@ class RevisionManager:
                 raise ArtifactMismatch(
                     f"artifact {str(rev_dir)!r} holds revision {manifest.revision!r}, not {revision!r}"
                 )
+            counts = draft_counts(rev_dir, self.engine.target.vocab_size)
         except (ArtifactError, ModelLoadError, LocationError) as exc:
             raise refusal(exc) from None
+        except ValueError as exc:  # token counts that do not fit this target's vocabulary
+            raise APIError(422, str(exc), param="artifact_uri", kind="unprocessable_entity_error") from None
         record = RevisionRecord(revision, artifact_uri, digest, role, action, time.time())
-        return LoadedRevision(record, model)
+        return LoadedRevision(record, model, counts)
 
     def activate(self, loaded: LoadedRevision) -> None:
         """Serve a verified revision (call on the engine's thread, between requests)."""
         if self.has_adaptive:
             lm = CachedLM(loaded.model.eval(), self.device)
             on_estimate = self.engine.controller.set_prior if self.engine.controller is not None else None
-            self.engine.replace_proposer(AdaptiveProposer(lm, self.adaptive, on_estimate=on_estimate))
+            proposer = AdaptiveProposer(lm, self.adaptive, on_estimate=on_estimate, counts=loaded.counts)
+            self.engine.replace_proposer(proposer)
         self.current = loaded.record
         self.history.append(loaded.record)
         log.info(
@@ -146,6 +164,7 @@ class RevisionManager:
         current = asdict(self.current) if self.current is not None else None
         if current is not None:
             current["adaptive_version"] = self.adaptive_version()
+            current["draft_vocabulary"] = self.draft_vocabulary()
         return {"serving": current, "history": [asdict(r) for r in self.history]}
 
     def close(self) -> None:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from adaspec.runtime.adapt.run import is_heldout
 from adaspec.runtime.artifacts import load_revision
-from adaspec.runtime.capture import CapturedRequest, CapturedStep, ShardWriter
+from adaspec.runtime.capture import CapturedRequest, CapturedStep, ShardWriter, read_records
 from adaspec.runtime.engine import autoregressive_generate
 from adaspec.runtime.models import CachedLM, load_causal_lm, tokenizer_fingerprint
+from adaspec.runtime.proposers.vocab import VOCAB_FILE, draft_counts
 from adaspec.runtime.workloads import Prompt
 
 NEW = 32
@@ -57,14 +59,18 @@ def adapt(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("ranked", [False, True], ids=["full-vocabulary", "ranked"])
 def test_a_candidate_distilled_on_go_passes_the_gate(
-    fixture_dir: Path, go_capture: Path, tmp_path: Path
+    ranked: bool, fixture_dir: Path, ranked_draft: Path, go_capture: Path, tmp_path: Path
 ) -> None:
+    """Also from a parent with token counts (vocab.safetensors): the gate replays both over their reduced
+    vocabularies, and the candidate carries the parent's counts with the Go traffic it learned counted in."""
     out = tmp_path / "r1"
+    parent = ranked_draft if ranked else fixture_dir / "draft"
     r = adapt(
         f"--target-model={fixture_dir / 'target'}",
         f"--capture={go_capture.as_uri()}",
-        f"--parent-artifact={fixture_dir / 'draft'}",
+        f"--parent-artifact={parent}",
         "--parent=static",
         f"--out={out}",
         "--run-id=run1",
@@ -83,6 +89,14 @@ def test_a_candidate_distilled_on_go_passes_the_gate(
     assert manifest.metrics["offline_acceptance_rate"] == after["acceptance_rate"]
     assert manifest.training_window["run_id"] == "run1"
     assert "adapt: distil" in r.stderr  # the progress bar
+    counts, parent_counts = draft_counts(out, 1024), draft_counts(parent, 1024)
+    assert (VOCAB_FILE in manifest.files) == ranked == (counts is not None)
+    if counts is not None and parent_counts is not None:
+        trained = [rec for rec in read_records(go_capture) if not is_heldout(rec, 0.25)]  # adapt's split
+        go_ids = {t for rec in trained for t in rec.prompt_ids + rec.output_ids}
+        grown = [i for i in go_ids if counts[i] > parent_counts[i]]
+        assert go_ids and len(grown) == len(go_ids), "every id of the trained-on Go traffic is counted in"
+        print(f"ranked parent: held-out acceptance {before['acceptance_rate']} -> {after['acceptance_rate']}")
 
 
 def test_a_broken_recipe_is_stopped_by_the_gate(fixture_dir: Path, go_capture: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from adaspec.controlplane.config import LocalActuatorConfig
 from adaspec.runtime.artifacts import manifest_sha256, save_revision
 from adaspec.runtime.engine import autoregressive_generate
 from adaspec.runtime.models import CachedLM, load_causal_lm, tokenizer_fingerprint
+from adaspec.runtime.proposers.vocab import read_counts
 from adaspec.runtime.workloads import Prompt
 
 from .serving import Serving
@@ -24,8 +25,10 @@ from .serving import Serving
 MAX_NEW = 20
 
 
-def _revision(fixture_dir: Path, out: Path, revision: str, noise: float = 0.0) -> Path:
-    """The fixture draft (weights perturbed by `noise`) written as a revision directory."""
+def _revision(
+    fixture_dir: Path, out: Path, revision: str, noise: float = 0.0, counts: torch.Tensor | None = None
+) -> Path:
+    """The fixture draft (weights perturbed by `noise`) written as a revision directory (with `counts`)."""
     model = load_causal_lm(fixture_dir / "draft", "draft")
     if noise:
         with torch.no_grad():
@@ -33,7 +36,15 @@ def _revision(fixture_dir: Path, out: Path, revision: str, noise: float = 0.0) -
             for p in model.parameters():
                 p.add_(torch.randn(p.shape, generator=gen) * noise)
     fp = tokenizer_fingerprint(fixture_dir / "target")
-    save_revision(model, out, revision=revision, parent="static", target_model="fixture", tokenizer_sha256=fp)
+    save_revision(
+        model,
+        out,
+        revision=revision,
+        parent="static",
+        target_model="fixture",
+        tokenizer_sha256=fp,
+        counts=counts,
+    )
     return out
 
 
@@ -171,3 +182,35 @@ def test_swapping_under_streaming_load_changes_no_output(
         for ids in outputs:
             assert ids == expected[i]
     assert _load(served, {"revision": "static"}).status_code == 200
+
+
+def test_a_revision_with_token_counts_serves_a_reduced_vocabulary(
+    served: Serving, fixture_dir: Path, ranked_draft: Path, prompts: list[Prompt], tmp_path: Path
+) -> None:
+    """A revision carrying vocab.safetensors (as adapt and a served adaptive draft write it): the runtime
+    checks it with the rest, its adaptive draft drafts over the 256 most counted ids, and the output is
+    still the target's; counts that do not fit the vocabulary are refused and the revision in place stays."""
+    counts = read_counts(ranked_draft, 1024)
+    assert counts is not None
+    r5 = _revision(fixture_dir, tmp_path / "r5", "r5", counts=counts)
+    bad = _revision(fixture_dir, tmp_path / "r6", "r6", counts=torch.ones(1025))
+    assert _serving(served)["draft_vocabulary"] == 1024  # the static draft has no counts: the whole head
+    resp = _load(served, {"revision": "r5", "artifact_uri": r5.as_uri(), "sha256": manifest_sha256(r5)})
+    assert resp.status_code == 200, resp.text
+    assert (_serving(served)["revision"], _serving(served)["draft_vocabulary"]) == ("r5", 256)
+    resp = _load(served, {"revision": "r6", "artifact_uri": bad.as_uri()})
+    assert resp.status_code == 422 and "expected (1024,)" in resp.json()["error"]["message"], resp.text
+    assert _serving(served)["revision"] == "r5"
+    reference = CachedLM(load_causal_lm(fixture_dir / "target", "target"))
+    for p in (prompts[0], prompts[30]):  # Python, Go
+        want = autoregressive_generate(reference, list(p.token_ids), MAX_NEW, eos_token_id=0)
+        out = served.openai().completions.create(
+            model="fixture",
+            prompt=list(p.token_ids),
+            max_tokens=MAX_NEW,
+            temperature=0,
+            extra_body={"return_token_ids": True},
+        )
+        assert list((out.choices[0].model_extra or {}).get("token_ids") or []) == want
+    assert _load(served, {"revision": "static"}).status_code == 200
+    assert _serving(served)["draft_vocabulary"] == 1024
