@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from adaspec.runtime.artifacts import sha256_file
 from adaspec.runtime.draft_data import batches, epochs, token_stream, training_files
 from adaspec.runtime.models import tokenizer_fingerprint
+from adaspec.runtime.proposers.vocab import reduced_size, save_counts
 from adaspec.runtime.workloads import Corpus, CorpusSpec, WorkloadError, is_heldout, list_corpus
 
 log = logging.getLogger("adaspec.train_draft")
@@ -103,6 +104,9 @@ class TrainReport:
     eval_top1_agreement_before: float  # share of positions where draft argmax == target argmax
     eval_top1_agreement_after: float
     training_files: list[str] = field(default_factory=list)
+    # the reduced draft vocabulary the counts rank (`proposers.vocab.reduced_size` ids) and its share of them
+    vocab_size: int = 0
+    vocab_coverage: float | None = None
 
 
 def recipe_hash(recipe: Recipe, target_dir: Path, corpus: Corpus) -> str:
@@ -373,6 +377,10 @@ def train(
         eval_top1_agreement_before=round(agree_before, 4),
         eval_top1_agreement_after=round(agree_after, 4),
         training_files=sorted(set(used)),
+        vocab_size=reduced_size(vocab),
+        vocab_coverage=round(
+            float(counts.topk(reduced_size(vocab)).values.sum() / counts.sum().clamp(min=1)), 4
+        ),
     )
     return student, prep.tokenizer, report, counts
 
@@ -388,8 +396,6 @@ def save_draft(
     """Write the draft as an HF directory (safetensors, the target's tokenizer files, manifest.json), with
     its training tokens' `counts` as vocab.safetensors when given."""
     from safetensors.torch import save_file
-
-    from adaspec.runtime.proposers.vocab import save_counts
 
     def fill(staging: Path) -> None:
         tensors = {

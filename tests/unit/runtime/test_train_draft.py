@@ -185,6 +185,7 @@ def test_train_end_to_end_on_a_tiny_target(tmp_path: Path, tiny_setup: tuple[Pat
     assert report.tokens == 3 * 16
     # every trained-on token is counted (they rank the draft's reduced vocabulary)
     assert counts.shape == (student.config.vocab_size,) and float(counts.sum()) == report.tokens
+    assert report.vocab_size == student.config.vocab_size // 4 and 0 < report.vocab_coverage <= 1  # type: ignore[operator]
     assert report.training_files and not any(is_heldout(f) for f in report.training_files)
     assert student.config.num_hidden_layers == 1
     few = tmp_path / "few"

@@ -96,4 +96,9 @@ def run_train_draft(args: argparse.Namespace) -> int:
         f"{report['eval_kl_before']:.3f} -> {report['eval_kl_after']:.3f}; top-1 agreement "
         f"{report['eval_top1_agreement_before']:.3f} -> {report['eval_top1_agreement_after']:.3f}"
     )
+    if report.get("vocab_coverage") is not None:  # drafts from before recipe v3 carry no counts
+        print(
+            f"reduced vocabulary: the {report['vocab_size']} most frequent ids cover "
+            f"{report['vocab_coverage']:.1%} of the training tokens (vocab.safetensors)"
+        )
     return 0
