@@ -22,6 +22,8 @@ CONF_EDGES = (0.2, 0.4, 0.6, 0.8, 0.95)  # confidence buckets: 6
 # more often than an 8-token one, so deep matches get buckets of their own
 LEN_EDGES = (3, 5, 8, 12, 16, 24)
 MAX_POS_BUCKET = 7
+DRAFT_WARMUP = 8  # drafts per proposer whose fastest per-token cost is the estimate (CostModel.observe_draft)
+DRAFT_SPIKE = 4.0  # one later draft moves the estimate toward at most this many times it
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ class CostModel:
             raise ValueError("verify_seconds needs a measurement for 1 token")
         self.verify = dict(verify_seconds)
         self.draft = dict(draft_seconds_per_token)
+        self._draft_seen: dict[str, int] = {}  # drafts observed per proposer
         self.alpha = 0.05
         # a tree pass over q tokens costs this times a chain pass over q (its mask is not causal): measured
         self.tree_overhead = 1.0
@@ -227,12 +230,25 @@ class CostModel:
         self.tree_overhead += 0.1 * self.alpha * (1.0 - self.tree_overhead)
 
     def observe_draft(self, name: str, k: int, seconds: float) -> None:
-        """Fold in a measured draft of k tokens."""
+        """Fold in a measured draft of k tokens, robustly: the first `DRAFT_WARMUP` drafts keep the fastest
+        per-token cost seen (as calibration keeps the fastest of its repetitions), later ones move an EMA,
+        each clipped to `DRAFT_SPIKE` times the estimate. A single stall (a garbage collection, a neighbour
+        on a shared CPU) once set a suffix proposer's cost to 2.4 target steps per token on its first draft
+        (its normal cost: 0.003): it was no longer "cheap", was drafted only when exploring, and each
+        exploration moved the estimate 5% back, so it stayed undrafted for the whole run. A sustained rise
+        is still followed, by up to `DRAFT_SPIKE` times per sample."""
         if k <= 0:
             return
         old = self.draft.get(name)
         per = seconds / k
-        self.draft[name] = per if old is None else old + self.alpha * (per - old)
+        seen = self._draft_seen.get(name, 0) + 1
+        self._draft_seen[name] = seen
+        if old is None:
+            self.draft[name] = per
+        elif seen <= DRAFT_WARMUP:
+            self.draft[name] = min(old, per)
+        else:
+            self.draft[name] = old + self.alpha * (min(per, DRAFT_SPIKE * old) - old)
 
 
 @dataclass(frozen=True)

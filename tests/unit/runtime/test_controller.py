@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adaspec.runtime.controller import (
+    DRAFT_SPIKE,
+    DRAFT_WARMUP,
     Controller,
     ControllerConfig,
     CostModel,
@@ -106,6 +108,24 @@ def test_cost_model_interpolates_and_learns() -> None:
     assert costs.t_verify(9) == pytest.approx(3.0)
     costs.observe_draft("suffix", 4, 0.004)
     assert costs.t_draft("suffix", 2) == pytest.approx(0.002)
+
+
+def test_one_stalled_draft_does_not_make_a_cheap_proposer_expensive() -> None:
+    """A first draft stalled 190 ms (a garbage collection, a neighbour) and normal 0.3 ms drafts after
+    it: the estimate is the normal cost, the proposer stays cheap; a later stall moves it at most 4x one
+    EMA step; a sustained slowdown is still followed."""
+    ctl = Controller(ControllerConfig(), CostModel({1: 0.08}, {}))
+    costs = ctl.costs
+    costs.observe_draft("suffix", 1, 0.19)
+    for _ in range(DRAFT_WARMUP):
+        costs.observe_draft("suffix", 8, 0.0024)
+    assert costs.t_draft("suffix", 1) == pytest.approx(0.0003) and ctl.is_cheap("suffix")
+    costs.observe_draft("suffix", 1, 0.19)
+    assert costs.t_draft("suffix", 1) == pytest.approx(0.0003 * (1 + costs.alpha * (DRAFT_SPIKE - 1)))
+    assert ctl.is_cheap("suffix")
+    for _ in range(200):  # every draft now 10x slower: followed
+        costs.observe_draft("suffix", 1, 0.003)
+    assert costs.t_draft("suffix", 1) == pytest.approx(0.003, rel=0.01)
 
 
 def test_a_paid_for_draft_is_verified_for_at_least_one_token_and_then_learned_from() -> None:
