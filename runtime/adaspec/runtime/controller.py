@@ -232,11 +232,11 @@ class CostModel:
     def observe_draft(self, name: str, k: int, seconds: float) -> None:
         """Fold in a measured draft of k tokens, robustly: the first `DRAFT_WARMUP` drafts keep the fastest
         per-token cost seen (as calibration keeps the fastest of its repetitions), later ones move an EMA,
-        each clipped to `DRAFT_SPIKE` times the estimate. A single stall (a garbage collection, a neighbour
-        on a shared CPU) once set a suffix proposer's cost to 2.4 target steps per token on its first draft
-        (its normal cost: 0.003): it was no longer "cheap", was drafted only when exploring, and each
-        exploration moved the estimate 5% back, so it stayed undrafted for the whole run. A sustained rise
-        is still followed, by up to `DRAFT_SPIKE` times per sample."""
+        each clipped to `DRAFT_SPIKE` times the estimate. In one quick drift run a suffix proposer without a
+        calibrated prior ended at 2.4 target steps per token (0.002 in the hybrids of the same run): the
+        first draft's cost was the estimate, a stall (a garbage collection, a neighbour on the CPU) made it
+        "not cheap", it was then drafted only when exploring, and each exploration moved the estimate 5%
+        back. A sustained rise is still followed, by up to `DRAFT_SPIKE` times per sample."""
         if k <= 0:
             return
         old = self.draft.get(name)
