@@ -45,8 +45,7 @@ class DraftModelProposer:
         if counts is not None:
             size = vocab_size if vocab_size is not None else reduced_size(lm.vocab_size)
             table = TokenCounts.ranked(check_counts(counts, lm.vocab_size, f"draft {name!r}"), size)
-            plain = table.reduced and lm.head_is_plain()  # (a vocabulary that fits is drafted whole)
-            if plain:
+            if table.reduced and lm.head_is_plain():  # (a vocabulary that fits is drafted whole)
                 self.counts = table
             elif table.reduced:
                 log.warning("event=draft_vocab_full name=%s msg='output layer is not a plain product'", name)
