@@ -99,3 +99,27 @@ def test_bench_replay_reads_what_bench_drift_wrote(
     assert replayed == pytest.approx(live["strategies"]["ngram"]["phases"]["python"]["mean_accepted_length"])
     assert main(["bench", "replay", str(out), "--strategies", "adaptive"]) == 2  # learns from logits
     assert "cannot be replayed" in capsys.readouterr().err
+
+
+def test_bench_replay_drafts_with_the_static_drafts_reduced_vocabulary(
+    fixture_dir: Path, ranked_draft: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A static draft carrying token counts: `bench drift` serves it over its reduced vocabulary, and
+    `bench replay --static-draft` reads the same counts, so the replay's static drafts, and so its
+    accepted lengths, are the live run's."""
+    import sysconfig
+
+    from adaspec.cli.main import main
+
+    out = tmp_path / "run"
+    argv = ["bench", "drift", "--target", str(fixture_dir / "target"), "--static-draft", str(ranked_draft)]
+    argv += ["--strategies", "target-only,static", "--requests-per-phase", "3", "--max-new-tokens", "12"]
+    argv += ["--corpus", f"python={sysconfig.get_paths()['stdlib']}", "--out", str(out)]
+    assert main(argv) == 0
+    live = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    replay_argv = ["bench", "replay", str(out), "--strategies", "static", "--static-draft", str(ranked_draft)]
+    assert main([*replay_argv, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    replayed = got["strategies"]["static"]["python"]["mean_accepted_length"]
+    assert replayed == pytest.approx(live["strategies"]["static"]["phases"]["python"]["mean_accepted_length"])
