@@ -215,9 +215,13 @@ class SpeculativeEngine:
         t0 = time.perf_counter()
         while len(out) < max_new_tokens:
             # propose: at most remaining - 1 tokens, so that accepted + 1 never overshoots
+            t_step = time.perf_counter()
             branches = self._propose(active, context, max_new_tokens - len(out) - 1, stats, trees)
+            t_verify = time.perf_counter()
             # verify, then accept / rollback: the target's cache keeps context + the accepted tokens
             checked = check(self.target, context, branches, sampling, gen, bool(readers))
+            stats.propose_seconds += t_verify - t_step
+            stats.verify_seconds += time.perf_counter() - t_verify
             stats.target_forward_passes += 1
             committed = checked.committed
             ends = [i for i, t in enumerate(committed) if t in self.eos_token_ids]

@@ -76,6 +76,10 @@ class GenerationStats:
     target_forward_passes: int = 0  # decode passes (the prefill is not counted)
     decode_seconds: float = 0.0
     prefill_seconds: float = 0.0
+    # of decode_seconds: the propose phases (drafting, a draft's catch-up, the controller's choices) and
+    # the target's verification passes; the rest is observing (learners, the controller) and bookkeeping
+    propose_seconds: float = 0.0
+    verify_seconds: float = 0.0
     per_speculator: dict[str, ProposerStats] = field(default_factory=dict)
 
     @property
@@ -113,6 +117,8 @@ class GenerationStats:
         self.target_forward_passes += other.target_forward_passes
         self.decode_seconds += other.decode_seconds
         self.prefill_seconds += other.prefill_seconds
+        self.propose_seconds += other.propose_seconds
+        self.verify_seconds += other.verify_seconds
         for name, s in other.per_speculator.items():
             self.per_speculator.setdefault(name, ProposerStats()).merge(s)
 
@@ -127,6 +133,8 @@ class GenerationStats:
             "tokens_per_second": round(self.tokens_per_second, 2),
             "decode_seconds": round(self.decode_seconds, 4),
             "prefill_seconds": round(self.prefill_seconds, 4),
+            "propose_seconds": round(self.propose_seconds, 4),
+            "verify_seconds": round(self.verify_seconds, 4),
             "proposer_failures": self.failures,
             "per_speculator": {k: v.to_dict() for k, v in self.per_speculator.items()},
         }

@@ -95,6 +95,17 @@ def test_a_proposers_catch_up_is_not_charged_to_its_drafted_tokens() -> None:
     assert 0.0 <= costs.draft["catching-up"] < 0.02, costs.draft
 
 
+def test_the_catch_up_still_counts_in_the_requests_propose_time() -> None:
+    engine = SpeculativeEngine(
+        _target(), [CatchingUp()], Controller(ControllerConfig(fixed_k=1), CostModel({1: 1.0}, {}))
+    )
+    stats = engine.generate([1, 2, 3], 4).stats
+    assert stats.propose_seconds >= 0.2  # not a cost of the drafted tokens, but of the request's wall clock
+    assert stats.verify_seconds > 0 and stats.propose_seconds + stats.verify_seconds <= stats.decode_seconds
+    plain = SpeculativeEngine(_target(), [], None).generate([1, 2, 3], 4).stats
+    assert plain.propose_seconds < 1e-3 and 0 < plain.verify_seconds <= plain.decode_seconds  # no drafting
+
+
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
 def test_a_draft_with_a_bad_sync_time_is_refused(bad: float) -> None:
     from adaspec.runtime.engine import ProposerError, validate_draft

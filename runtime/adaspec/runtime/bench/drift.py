@@ -308,6 +308,8 @@ def _record(name: str, lang: str, index: int, res: Any) -> RequestRecord:
         elapsed_s=_seconds(stats),
         failures=sum(int(getattr(p, "failures", 0)) for p in per),
         token_ids=tuple(int(t) for t in res.token_ids),
+        propose_s=float(stats.propose_seconds),
+        verify_s=float(stats.verify_seconds),
     )
 
 

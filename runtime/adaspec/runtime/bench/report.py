@@ -125,6 +125,24 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def time_table(results: dict[str, Any]) -> str:
+    """Return the markdown table of where decode time went: ms per target pass proposing, verifying and
+    otherwise, per strategy and phase (the propose column is what a speculator costs the wall clock)."""
+    phases = results["setup"]["phases"]
+    rows = [
+        "| strategy | " + " | ".join(f"{lang}: propose / verify / other" for lang in phases) + " |",
+        "|---|" + "---:|" * len(phases),
+    ]
+    for name, data in results["strategies"].items():
+        cells = []
+        for lang in phases:
+            f = data["phases"][lang]
+            parts = [f.get(f"{part}_ms_per_pass") for part in ("propose", "verify", "other")]
+            cells.append(" / ".join(_fmt(p, ".1f") for p in parts))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return report.md: setup, the table, goals with measured figures, and the cost figures."""
     setup = results["setup"]
@@ -153,6 +171,7 @@ def render_report(results: dict[str, Any]) -> str:
         lines.append(
             f"| {g['goal']} | {g['phase']} | {_fmt(g['measured'])} | {_fmt(g['target'])} | {_fmt(g['met'])} |"
         )
+    lines += ["", "## Where decode time went (ms per target pass)", "", time_table(results)]
     costs = results.get("costs")
     if costs:
         lines += ["", "## Why the wall clock looks the way it does (measured in this run)", ""]

@@ -24,6 +24,8 @@ class RequestRecord:
     elapsed_s: float
     token_ids: tuple[int, ...]  # [generated_tokens]
     failures: int = 0  # proposer failures that fell back to plain decoding
+    propose_s: float = 0.0  # of elapsed_s: propose phases (drafting, catch-up, the controller)
+    verify_s: float = 0.0  # of elapsed_s: the target's verification passes
 
 
 def figures(records: Sequence[RequestRecord]) -> dict[str, float]:
@@ -45,6 +47,25 @@ def figures(records: Sequence[RequestRecord]) -> dict[str, float]:
         "acceptance_rate": accepted / drafted if drafted else nan,
         "tokens_per_second": gen / elapsed if elapsed > 0 else nan,
         "proposer_failures": float(sum(r.failures for r in records)),
+        **pass_times(records),
+    }
+
+
+def pass_times(records: Sequence[RequestRecord]) -> dict[str, float]:
+    """Where a target pass's share of decode time went, in ms per pass: proposing (drafts, their catch-up,
+    the controller), verifying (the target), and the rest (learners' and the controller's observing,
+    bookkeeping); NaN when no pass was made."""
+    passes = sum(r.target_forward_passes for r in records)
+    if not passes:
+        nan = float("nan")
+        return {"propose_ms_per_pass": nan, "verify_ms_per_pass": nan, "other_ms_per_pass": nan}
+    propose = sum(r.propose_s for r in records)
+    verify = sum(r.verify_s for r in records)
+    other = sum(r.elapsed_s for r in records) - propose - verify
+    return {
+        "propose_ms_per_pass": 1000 * propose / passes,
+        "verify_ms_per_pass": 1000 * verify / passes,
+        "other_ms_per_pass": 1000 * max(other, 0.0) / passes,
     }
 
 

@@ -47,6 +47,8 @@ def make_records(per_phase: int = 9, tokens: int = 12) -> list[RequestRecord]:
                         accepted_tokens=tokens - passes,
                         elapsed_s=passes * 0.1,
                         token_ids=ids,
+                        propose_s=passes * 0.02 if name != "target-only" else 0.0,
+                        verify_s=passes * 0.07,
                     )
                 )
     return records
@@ -90,6 +92,17 @@ def test_figures_are_pooled_over_tokens() -> None:
     assert f["acceptance_rate"] == pytest.approx(0.25)  # 6 accepted of 24 drafted per request
     assert f["tokens_per_second"] == pytest.approx(12 / 0.6)
     assert figures([])["mean_accepted_length"] != figures([])["mean_accepted_length"]  # NaN when empty
+
+
+def test_figures_say_where_each_passs_time_went() -> None:
+    recs = make_records()
+    f = figures([r for r in recs if r.strategy == "hybrid" and r.phase == "go"])
+    assert (f["propose_ms_per_pass"], f["verify_ms_per_pass"]) == (pytest.approx(20.0), pytest.approx(70.0))
+    assert f["other_ms_per_pass"] == pytest.approx(10.0)  # the rest of the 100 ms a pass took
+    plain = figures([r for r in recs if r.strategy == "target-only" and r.phase == "go"])
+    assert plain["propose_ms_per_pass"] == 0.0 and plain["other_ms_per_pass"] == pytest.approx(30.0)
+    empty = figures([])["propose_ms_per_pass"]
+    assert empty != empty  # NaN: no pass
 
 
 def test_summary_has_the_contracted_keys_speedups_and_windows() -> None:
@@ -178,6 +191,8 @@ def test_write_all_writes_three_files_and_marks_complete(tmp_path: Path) -> None
         and "static 0.150 (hybrid), 0.140 (static); suffix 0.004 (hybrid)" in report
     )
     assert table(results).count("\n") == 1 + 4 * 2
+    assert "| python: propose / verify / other | go: propose / verify / other |" in report
+    assert "| hybrid | 20.0 / 70.0 / 10.0 | 20.0 / 70.0 / 10.0 |" in report
 
 
 def test_partial_results_are_never_presented_as_complete(tmp_path: Path) -> None:
