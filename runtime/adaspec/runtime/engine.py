@@ -78,6 +78,8 @@ def validate_draft(draft: object, k_cap: int, vocab: int) -> Draft:
         raise ProposerError(f"confidence must hold {k} values in [0, 1], got {draft.confidence}")
     if not (isinstance(draft.sync_seconds, float | int) and 0.0 <= draft.sync_seconds < float("inf")):
         raise ProposerError(f"sync_seconds must be a finite number >= 0, got {draft.sync_seconds!r}")
+    if not (isinstance(draft.sync_tokens, int) and draft.sync_tokens >= 0):
+        raise ProposerError(f"sync_tokens must be an integer >= 0, got {draft.sync_tokens!r}")
     if draft.probs is not None:
         q = draft.probs
         if tuple(q.shape) != (k, vocab):
@@ -137,15 +139,22 @@ class SpeculativeEngine:
         controller values and prices drafted tokens, and that catch-up is paid whichever k it picks."""
         assert self.controller is not None
         name = proposer.name
+        mine = stats.per_speculator.setdefault(name, ProposerStats())
+        mine.proposals += 1
         t0 = time.perf_counter()
         try:
             stop = self.controller.stopper(name, k_cap)
             draft = validate_draft(proposer.propose(context, k_cap, stop), k_cap, self.vocab)
         except Exception as exc:  # noqa: BLE001 - any proposer failure falls back to plain decoding
-            stats.per_speculator.setdefault(name, ProposerStats()).failures += 1
+            mine.failures += 1
+            mine.propose_seconds += time.perf_counter() - t0
             log.warning("event=proposer_failure proposer=%s error=%r", name, exc)
             return None
-        return draft, max(time.perf_counter() - t0 - draft.sync_seconds, 0.0)
+        seconds = time.perf_counter() - t0
+        mine.propose_seconds += seconds
+        mine.sync_seconds += draft.sync_seconds
+        self.controller.costs.observe_sync(name, draft.sync_tokens, draft.sync_seconds)
+        return draft, max(seconds - draft.sync_seconds, 0.0)
 
     def _propose(
         self,
@@ -154,12 +163,18 @@ class SpeculativeEngine:
         k_cap: int,
         stats: GenerationStats,
         trees: bool,
-    ) -> list[Branch]:
+    ) -> tuple[list[Branch], list[Branch]]:
         """Propose phase: the controller says who drafts, in which order, and which drafts are verified
-        (one chain, or with `trees` several as one token tree); empty: decode without speculation."""
+        (one chain, or with `trees` several as one token tree; none: decode without speculation).
+        Returns (the branches to verify, the drafts made and not verified)."""
         if self.controller is None or not active:
-            return []
-        rnd = self.controller.round(active, k_cap, trees)
+            return [], []
+        behind = {}
+        for name, p in active.items():
+            count = getattr(p, "behind", None)
+            if callable(count):  # a model proposer: what it must catch up on before drafting
+                behind[name] = int(count(context))
+        rnd = self.controller.round(active, k_cap, trees, behind)
         drafts: dict[str, Draft] = {}
         while (plan := rnd.next()) is not None:
             got = self._draft(active[plan.proposer], context, rnd.k_cap, stats)
@@ -167,10 +182,10 @@ class SpeculativeEngine:
                 drafts[plan.proposer] = got[0]
                 rnd.offer(plan.proposer, got[0].confidence, got[0].match_length, got[1], got[0].token_ids)
         choice = rnd.choice()
-        if choice is None:
-            return []
-        picked = [(choice.proposer, choice.k), *choice.also]
-        return [Branch(name, drafts[name], k) for name, k in picked]
+        picked = dict([(choice.proposer, choice.k), *choice.also]) if choice is not None else {}
+        verified = [Branch(name, drafts[name], k) for name, k in picked.items()]
+        declined = [Branch(name, d, d.k) for name, d in drafts.items() if name not in picked and d.k]
+        return verified, declined
 
     # -- the loop ----------------------------------------------------------------------
     def generate(
@@ -216,7 +231,7 @@ class SpeculativeEngine:
         while len(out) < max_new_tokens:
             # propose: at most remaining - 1 tokens, so that accepted + 1 never overshoots
             t_step = time.perf_counter()
-            branches = self._propose(active, context, max_new_tokens - len(out) - 1, stats, trees)
+            branches, declined = self._propose(active, context, max_new_tokens - len(out) - 1, stats, trees)
             t_verify = time.perf_counter()
             # verify, then accept / rollback: the target's cache keeps context + the accepted tokens
             checked = check(self.target, context, branches, sampling, gen, bool(readers))
@@ -247,6 +262,12 @@ class SpeculativeEngine:
                     mine = shared_prefix(b.tokens, accepted)
                     self.controller.observe(b.name, b.draft.confidence[: b.k], b.draft.match_length, mine)
                     stats.per_speculator[b.name].record(b.k, mine)
+                for b in declined:  # scored against what the target committed (point masses only)
+                    if b.draft.probs is None:
+                        d = b.draft
+                        self.controller.observe_unverified(
+                            b.name, d.token_ids, d.confidence, d.match_length, checked.committed
+                        )
             rows = checked.logits[: len(committed)]  # [n_committed, vocab]
             for pname, p in list(active.items()):
                 if not _safe(partial(p.observe, context, len(committed), rows), pname, stats):

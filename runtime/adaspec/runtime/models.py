@@ -298,13 +298,17 @@ class CachedLM:
 
         At least one id is always returned, so that feeding them yields the next-token logits.
         """
+        n = self.kept(context)
+        self.truncate(n)
+        return list(context[n:])
+
+    def kept(self, context: Sequence[int]) -> int:
+        """Cached positions `sync(context)` would keep (the shared prefix, short of the last id)."""
         n = 0
         limit = min(len(self.cached_ids), len(context))
         while n < limit and self.cached_ids[n] == context[n]:
             n += 1
-        n = min(n, len(context) - 1)
-        self.truncate(n)
-        return list(context[n:])
+        return min(n, len(context) - 1)
 
 
 def small_llama(

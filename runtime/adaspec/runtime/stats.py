@@ -18,6 +18,9 @@ class ProposerStats:
     accepted_per_position: list[int] = field(default_factory=list)  # [k_max] accepted at each position
     failures: int = 0  # proposals that raised or were malformed (the step fell back to plain decoding)
     lookaheads: list[int] = field(default_factory=list)  # [k_max + 1] verifications with k drafted tokens
+    proposals: int = 0  # times it was asked to draft (verified or not)
+    propose_seconds: float = 0.0  # wall time of those calls, its catch-up included
+    sync_seconds: float = 0.0  # of which catching up on committed tokens in a pass of its own
 
     def record(self, k: int, num_accepted: int) -> None:
         """Count one verification of k drafted tokens with num_accepted accepted."""
@@ -48,6 +51,9 @@ class ProposerStats:
         self.draft_tokens += other.draft_tokens
         self.accepted_tokens += other.accepted_tokens
         self.failures += other.failures
+        self.proposals += other.proposals
+        self.propose_seconds += other.propose_seconds
+        self.sync_seconds += other.sync_seconds
         self.accepted_per_position = _add_lists(self.accepted_per_position, other.accepted_per_position)
         self.lookaheads = _add_lists(self.lookaheads, other.lookaheads)
 
@@ -60,6 +66,9 @@ class ProposerStats:
             "acceptance_rate": round(self.acceptance_rate, 4),
             "accepted_per_position": list(self.accepted_per_position),
             "failures": self.failures,
+            "proposals": self.proposals,
+            "propose_seconds": round(self.propose_seconds, 4),
+            "sync_seconds": round(self.sync_seconds, 4),
         }
 
 

@@ -128,17 +128,57 @@ def test_one_stalled_draft_does_not_make_a_cheap_proposer_expensive() -> None:
     assert costs.t_draft("suffix", 1) == pytest.approx(0.003, rel=0.01)
 
 
-def test_a_paid_for_draft_is_verified_for_at_least_one_token_and_then_learned_from() -> None:
+def test_a_paid_for_draft_that_does_not_pay_to_verify_is_declined_and_still_learned_from() -> None:
     ctl = Controller(ControllerConfig(exploration=0.0), CostModel({1: 1.0, 2: 3.0, 9: 20.0}, {"static": 0.3}))
-    # verifying more than the pending token looks unprofitable, yet the paid-for draft gets one token
+    # verifying more than the pending token does not pay: the draft, though paid for, is declined
     assert best_lookahead([0.5, 0.5], lambda n: 0.0, lambda q: 0.6 + ctl.costs.t_verify(q))[0] == 0
-    assert ctl.choose_k("static", [0.5, 0.5], 0, 0.6)[0] == 1
+    k, v = ctl.choose_k("static", [0.5, 0.5], 0, 0.6)
+    assert (k, v) == (0, pytest.approx(1 / 1.6))  # plain decoding after the spent draft
     assert ctl.choose_k("static", [], 0, 0.0)[0] == 0
+    exploring = Controller(ControllerConfig(exploration=1.0), ctl.costs)
+    assert exploring.choose_k("static", [0.5, 0.5], 0, 0.6)[0] == 1  # exploring: one token verified
+    assert (
+        Controller(ControllerConfig(exploration=0.0, k_min=2), ctl.costs).choose_k(
+            "static", [0.5] * 3, 0, 0.6
+        )[0]
+        == 2
+    )  # a configured minimum lookahead still holds
     cheap = _controller()
     assert cheap.plan("static", 8).k > 0  # the prior is optimistic
-    for _ in range(60):  # the verifications it gets reject the drafts
-        cheap.observe("static", [0.5], 0, 0)
+    for _ in range(60):  # declined drafts, scored against the target's tokens, disagree with them
+        cheap.observe_unverified("static", [7, 8], [0.5, 0.5], 0, [3, 4])
     assert cheap.plan("static", 8).k == 0  # so the planner stops drafting with it
+
+
+def test_an_unverified_draft_is_scored_only_as_far_as_the_target_committed() -> None:
+    ctl = _controller()
+    ctl.observe_unverified("suffix", [3, 4, 5, 6], [0.9] * 4, 0, [3, 4])  # two agree; past them: unknown
+    ctl.observe_unverified("suffix", [3], [0.9], 0, [])  # nothing committed: nothing scored
+    reference = _controller()
+    reference.observe("suffix", [0.9, 0.9], 0, 2)  # as a verification of two tokens, both accepted
+    assert ctl.table.root("suffix") == pytest.approx(reference.table.root("suffix"))
+    assert ctl.table.p_position("suffix", 2) == pytest.approx(reference.table.p_position("suffix", 2))
+    ctl.observe_unverified("suffix", [3, 9], [0.9] * 2, 0, [3, 4, 5])
+    reference.observe("suffix", [0.9, 0.9], 0, 1)  # the second disagrees: rejected there
+    assert ctl.table.root("suffix") == pytest.approx(reference.table.root("suffix"))
+
+
+def test_a_model_draft_that_must_catch_up_first_is_planned_with_that_pass() -> None:
+    costs = CostModel({q: 1.0 + 0.1 * (q - 1) for q in range(1, 10)}, {"static": 0.1})
+    ctl = Controller(ControllerConfig(exploration=0.0), costs)
+    for _ in range(40):
+        ctl.observe("static", [0.6] * 2, 0, 1)  # about one token in two accepted
+    assert costs.t_sync("static", 300) == 0.0 + costs.t_draft("static", 1)  # no catch-up seen yet: one step
+    costs.observe_sync("static", 300, 0.1 + 0.9)  # 300 tokens in 0.9 of a target step beyond one draft step
+    assert costs.t_sync("static", 300) == pytest.approx(1.0) and costs.t_sync("static", 0) == 0.0
+    caught_up = ctl.plan("static", 8)
+    assert caught_up.k >= 1
+    behind = ctl.plan("static", 8, behind=300)
+    assert behind.k == 0 and behind.tokens_per_second == pytest.approx(1.0)  # the catch-up eats the gain
+    rnd = ctl.round(["static"], 8, behind={"static": 300})
+    assert rnd.next() is None and rnd.choice() is None  # so it does not draft at all
+    costs.observe_sync("static", 10, 50.0)  # one stalled catch-up moves the estimate by a clipped step
+    assert costs.sync["static"] <= 0.003 * (1 + 4 * costs.alpha * (DRAFT_SPIKE - 1)) + 1e-12
 
 
 def test_choose_k_counts_the_spent_draft_once() -> None:
@@ -229,7 +269,10 @@ def test_a_cheap_proposer_drafts_to_the_cap_and_choose_k_trims_it() -> None:
     stop = ctl.stopper("suffix", 4)
     assert [stop(i, 0.1) for i in range(4)] == [False, False, False, True]
     k, _ = ctl.choose_k("suffix", [0.1] * 4, 0, 1e-6)
-    assert k == 1  # verified for one token only, as any non-empty draft is
+    assert k == 0  # not one of its tokens pays for a longer pass: declined
+    for _ in range(100):
+        ctl.observe("suffix", [0.9] * 4, 0, 2)  # confident drafts: half accepted
+    assert ctl.choose_k("suffix", [0.9] * 4, 0, 1e-6)[0] >= 1
 
 
 def test_tree_expected_tokens_counts_one_path_where_chains_agree_and_either_where_they_part() -> None:

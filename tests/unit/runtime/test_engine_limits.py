@@ -102,8 +102,46 @@ def test_the_catch_up_still_counts_in_the_requests_propose_time() -> None:
     stats = engine.generate([1, 2, 3], 4).stats
     assert stats.propose_seconds >= 0.2  # not a cost of the drafted tokens, but of the request's wall clock
     assert stats.verify_seconds > 0 and stats.propose_seconds + stats.verify_seconds <= stats.decode_seconds
+    mine = stats.per_speculator["catching-up"]
+    assert mine.proposals == stats.target_forward_passes  # fixed k: asked every step
+    assert 0.2 <= mine.sync_seconds <= mine.propose_seconds <= stats.propose_seconds
     plain = SpeculativeEngine(_target(), [], None).generate([1, 2, 3], 4).stats
     assert plain.propose_seconds < 1e-3 and 0 < plain.verify_seconds <= plain.decode_seconds  # no drafting
+
+
+class Wrong(Recorder):
+    """Drafts one token the target never emits, at low confidence."""
+
+    name = "wrong"
+
+    def __init__(self, token: int) -> None:
+        super().__init__()
+        self.token = token
+
+    def propose(self, context: Sequence[int], max_tokens: int, stop: StopDrafting | None) -> Draft:
+        self.asked.append(max_tokens)
+        return Draft(token_ids=(self.token,) * max_tokens, probs=None, confidence=(0.1,) * max_tokens)
+
+
+def test_declined_drafts_are_scored_against_the_target_until_the_proposer_is_not_asked() -> None:
+    from adaspec.runtime.engine import autoregressive_generate
+
+    target = _target()
+    plain = autoregressive_generate(target, [1, 2, 3], 40)
+    wrong = Wrong(next(t for t in range(32) if t not in plain))
+    ctl = Controller(ControllerConfig(exploration=0.0), CostModel({1: 1.0, 2: 1.2, 9: 2.0}, {"wrong": 0.05}))
+    ctl.costs.observe_verify = lambda q, seconds: None  # type: ignore[method-assign]  # keep the costs given
+    for _ in range(10):  # what it learned before: confident drafts accepted, unconfident ones rejected
+        ctl.observe("wrong", [0.95], 0, 1)
+        ctl.observe("wrong", [0.1], 0, 0)
+    assert ctl.plan("wrong", 8).k >= 1  # worth drafting with, before its confidence is known
+    assert ctl.choose_k("wrong", [0.1], 0, 0.05)[0] == 0  # not worth verifying at confidence 0.1
+    res = SpeculativeEngine(target, [wrong], ctl).generate([1, 2, 3], 40)
+    assert res.token_ids == plain
+    mine = res.stats.per_speculator["wrong"]
+    assert 1 <= mine.proposals < res.stats.target_forward_passes and mine.drafts == 0
+    # never verified, and yet learned from: its estimate fell until it was no longer asked
+    assert ctl.plan("wrong", 8).k == 0
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
@@ -112,3 +150,5 @@ def test_a_draft_with_a_bad_sync_time_is_refused(bad: float) -> None:
 
     with pytest.raises(ProposerError, match="sync_seconds"):
         validate_draft(Draft(token_ids=(3,), probs=None, confidence=(0.5,), sync_seconds=bad), 4, 32)
+    with pytest.raises(ProposerError, match="sync_tokens"):
+        validate_draft(Draft(token_ids=(3,), probs=None, confidence=(0.5,), sync_tokens=-1), 4, 32)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adaspec.runtime.models import CachedLM, small_llama
-from adaspec.runtime.proposers import base, feature, static
+from adaspec.runtime.proposers import base
 from adaspec.runtime.proposers.base import Draft, RequestInfo
 from adaspec.runtime.proposers.feature import FeatureConfig, FeatureProposer, target_features
 from adaspec.runtime.proposers.static import DraftModelProposer
@@ -18,21 +18,24 @@ PROMPT = [(7 * i + 3) % 61 for i in range(40)]
 
 
 def _static_drafts(monkeypatch: pytest.MonkeyPatch, split: int) -> list[Draft]:
-    monkeypatch.setattr(static, "SYNC_SPLIT", split)
+    monkeypatch.setattr(base, "SYNC_SPLIT", split)
     prop = DraftModelProposer(CachedLM(small_llama(64, hidden=32, layers=2, seed=3)))
     prop.begin(RequestInfo(prompt_ids=tuple(PROMPT)))
+    assert prop.behind(PROMPT) == (len(PROMPT) - 1 if split < len(PROMPT) else 0)
     first = prop.propose(PROMPT, 4, None)
-    second = prop.propose(PROMPT + [first.token_ids[0], 5], 4, None)  # two tokens committed since
-    return [first, second]
+    ctx = PROMPT + [first.token_ids[0], 5]  # two tokens committed since
+    assert prop.behind(ctx) == 0
+    return [first, prop.propose(ctx, 4, None)]
 
 
 def _feature_drafts(monkeypatch: pytest.MonkeyPatch, split: int) -> list[Draft]:
-    monkeypatch.setattr(feature, "SYNC_SPLIT", split)
+    monkeypatch.setattr(base, "SYNC_SPLIT", split)
     target = small_llama(64, hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64, seed=1)
     prop = FeatureProposer(target, FeatureConfig(vocab_size=64, seed=2))
     ctx = list(PROMPT)
     prop.begin(RequestInfo(prompt_ids=tuple(ctx)))
     prop.observe_features(0, target_features(target, ctx)[:-1])
+    assert prop.behind(ctx) == (len(PROMPT) - 1 if split < len(PROMPT) else 0)
     first = prop.propose(ctx, 4, None)
     ctx += [first.token_ids[0], 5]
     prop.observe_features(len(PROMPT) - 1, target_features(target, ctx)[len(PROMPT) - 1 : -1])
@@ -49,6 +52,7 @@ def test_a_long_catch_up_is_timed_apart_and_drafts_the_same(
         whole = drafts(monkeypatch, 10**6)  # never split: the catch-up rides in the drafting pass
     assert split[0].sync_seconds > 0.0 and whole[0].sync_seconds == 0.0
     assert split[1].sync_seconds == 0.0  # two committed tokens: no pass of their own
+    assert (split[0].sync_tokens, whole[0].sync_tokens, split[1].sync_tokens) == (len(PROMPT) - 1, 0, 0)
     for a, b in zip(split, whole, strict=True):
         assert a.token_ids == b.token_ids
         assert a.confidence == pytest.approx(b.confidence, abs=1e-5)

@@ -30,6 +30,7 @@ class Draft:
     # a first draft, the tokens committed while it was not asked): a cost of serving the request, paid
     # once whether or not it drafts this step, so the controller does not charge it to the drafted tokens
     sync_seconds: float = 0.0
+    sync_tokens: int = 0  # tokens fed in those seconds (the controller learns a catch-up token's cost)
 
     @property
     def k(self) -> int:
@@ -51,6 +52,13 @@ class RequestInfo:
 # draft's `sync_seconds`) before the pass that yields its first draft token; fewer ride along in that pass.
 SYNC_SPLIT = 8
 
+
+def catch_up_tokens(pending: int) -> int:
+    """Tokens a model proposer `pending` tokens behind the context feeds in a catch-up pass of its own
+    before drafting (`SYNC_SPLIT`): all but the last, which rides along in its first draft step."""
+    return pending - 1 if pending > SYNC_SPLIT else 0
+
+
 # Called after each drafted token with (position index from 0, confidence); True stops drafting.
 StopDrafting = Callable[[int, float], bool]
 
@@ -60,7 +68,9 @@ class Proposer(Protocol):
     """A speculator. Lifecycle per request: begin -> (propose -> observe)* -> end.
 
     Proposers may keep state across requests (that is how adaptive ones learn), but never change
-    the output: every draft goes through lossless verification.
+    the output: every draft goes through lossless verification. A model proposer may also have
+    `behind(context) -> int`: the tokens its next `propose(context)` would catch up on in a pass of its
+    own (`catch_up_tokens`), which the controller prices before asking it to draft.
     """
 
     name: str

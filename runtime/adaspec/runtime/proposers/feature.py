@@ -23,7 +23,7 @@ from adaspec.runtime.proposers.adaptive import (
     Trainer,
     chain_lengths_by_depth,
 )
-from adaspec.runtime.proposers.base import SYNC_SPLIT, Draft, RequestInfo, StopDrafting
+from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting, catch_up_tokens
 from adaspec.runtime.proposers.vocab import (
     COUNT_HORIZON,
     DRAFT_VOCAB,
@@ -517,15 +517,12 @@ class FeatureProposer(LearnsOnline):
         length = len(context)
         if max_tokens <= 0 or length == 0:
             return Draft(token_ids=(), probs=None, confidence=())
-        real = min(self._nfeat + 1, length)  # steps 0..real-1 read exact features
-        n = min(len(self._cached), real - 1)  # feed at least the last real step
-        if self._cached[:n] != list(context[:n]):  # not an extension of the cached steps
-            n = next(i for i in range(n) if self._cached[i] != context[i])
+        real, n = self._resume(context)
         self._truncate(n)
         zero = torch.zeros(1, self.parts.dims[0], device=self.device)
         prev = torch.cat([zero, self._feats[: real - 1]])[n:real]  # [real - n, H]: f_{t-1}, steps n..real-1
-        synced = 0.0
-        if real - n > SYNC_SPLIT:  # a long catch-up (the prompt): not a cost of the drafted tokens
+        synced, behind = 0.0, catch_up_tokens(real - n)
+        if behind:  # a long catch-up (the prompt): not a cost of the drafted tokens
             t0 = time.perf_counter()
             self._step(prev[:-1], context[n : real - 1], n)
             synced, prev, n0 = time.perf_counter() - t0, prev[-1:], real - 1
@@ -538,7 +535,23 @@ class FeatureProposer(LearnsOnline):
         tokens, confs, rows = self._draft(out, length, max_tokens, stop)
         self._truncate(real)  # drafted steps never stay in the cache
         probs = torch.stack(rows) if rows else None  # [k, vocab]
-        return Draft(token_ids=tuple(tokens), probs=probs, confidence=tuple(confs), sync_seconds=synced)
+        confidence = tuple(confs)
+        return Draft(tuple(tokens), probs, confidence, sync_seconds=synced, sync_tokens=behind)
+
+    def _resume(self, context: Sequence[int]) -> tuple[int, int]:
+        """(real, n): steps 0..real-1 of `context` read exact features; the first n are cached already."""
+        real = min(self._nfeat + 1, len(context))
+        n = min(len(self._cached), real - 1)  # feed at least the last real step
+        if self._cached[:n] != list(context[:n]):  # not an extension of the cached steps
+            n = next(i for i in range(n) if self._cached[i] != context[i])
+        return real, n
+
+    def behind(self, context: Sequence[int]) -> int:
+        """Steps the next `propose(context)` would feed in a catch-up pass before drafting."""
+        if not context:
+            return 0
+        real, n = self._resume(context)
+        return catch_up_tokens(real - n)
 
     def _draft(
         self, out: torch.Tensor, length: int, max_tokens: int, stop: StopDrafting | None

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from adaspec.runtime.models import CachedLM
-from adaspec.runtime.proposers.base import SYNC_SPLIT, Draft, RequestInfo, StopDrafting
+from adaspec.runtime.proposers.base import Draft, RequestInfo, StopDrafting, catch_up_tokens
 from adaspec.runtime.proposers.vocab import TokenCounts, VocabMap, check_counts, pick, reduced_size, vocab_map
 from adaspec.runtime.sampling import SamplingParams
 
@@ -74,8 +74,8 @@ class DraftModelProposer:
         if max_tokens <= 0:
             return Draft(token_ids=(), probs=None, confidence=())
         pending = self.lm.sync(context)
-        synced = 0.0
-        if len(pending) > SYNC_SPLIT:  # a long catch-up (the prompt): not a cost of the drafted tokens
+        synced, behind = 0.0, catch_up_tokens(len(pending))
+        if behind:  # a long catch-up (the prompt): not a cost of the drafted tokens
             t0 = time.perf_counter()
             self.lm.feed_hidden(pending[:-1], last=1)  # the layers only: no logits are needed
             synced, pending = time.perf_counter() - t0, pending[-1:]
@@ -96,7 +96,12 @@ class DraftModelProposer:
                 break
             logits = self._logits([token])
         probs = torch.stack(rows) if rows else None  # [k, vocab]
-        return Draft(token_ids=tuple(tokens), probs=probs, confidence=tuple(confs), sync_seconds=synced)
+        confidence = tuple(confs)
+        return Draft(tuple(tokens), probs, confidence, sync_seconds=synced, sync_tokens=behind)
+
+    def behind(self, context: Sequence[int]) -> int:
+        """Tokens the next `propose(context)` would feed in a catch-up pass before drafting."""
+        return catch_up_tokens(len(context) - self.lm.kept(context))
 
     def observe(self, context: Sequence[int], num_new: int, target_logits: torch.Tensor) -> None:
         """Nothing to learn: the static draft is frozen (its cache re-syncs on the next propose)."""
