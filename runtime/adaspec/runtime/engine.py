@@ -136,7 +136,8 @@ class SpeculativeEngine:
         """Ask one proposer for a draft; return (draft, seconds its drafting took), or None if it failed.
 
         The proposer's catch-up on committed tokens (`Draft.sync_seconds`) is left out of the seconds: the
-        controller values and prices drafted tokens, and that catch-up is paid whichever k it picks."""
+        controller values and prices drafted tokens, and that catch-up is paid whichever k it picks (it is
+        priced before drafting instead: `Controller.plan`'s `behind`)."""
         assert self.controller is not None
         name = proposer.name
         mine = stats.per_speculator.setdefault(name, ProposerStats())
@@ -169,12 +170,7 @@ class SpeculativeEngine:
         Returns (the branches to verify, the drafts made and not verified)."""
         if self.controller is None or not active:
             return [], []
-        behind = {}
-        for name, p in active.items():
-            count = getattr(p, "behind", None)
-            if callable(count):  # a model proposer: what it must catch up on before drafting
-                behind[name] = int(count(context))
-        rnd = self.controller.round(active, k_cap, trees, behind)
+        rnd = self.controller.round(active, k_cap, trees, self._behind(active, context, stats))
         drafts: dict[str, Draft] = {}
         while (plan := rnd.next()) is not None:
             got = self._draft(active[plan.proposer], context, rnd.k_cap, stats)
@@ -186,6 +182,22 @@ class SpeculativeEngine:
         verified = [Branch(name, drafts[name], k) for name, k in picked.items()]
         declined = [Branch(name, d, d.k) for name, d in drafts.items() if name not in picked and d.k]
         return verified, declined
+
+    @staticmethod
+    def _behind(active: dict[str, Proposer], context: list[int], stats: GenerationStats) -> dict[str, int]:
+        """Tokens each model proposer must catch up on before it drafts (`behind`, where it has one); one
+        whose count fails is counted as failing and priced as caught up (its draft then fails or not)."""
+        out: dict[str, int] = {}
+        for name, p in active.items():
+            count = getattr(p, "behind", None)
+            if not callable(count):
+                continue
+            try:
+                out[name] = max(int(count(context)), 0)
+            except Exception as exc:  # noqa: BLE001 - a speculator must never break generation
+                stats.per_speculator.setdefault(name, ProposerStats()).failures += 1
+                log.warning("event=proposer_failure proposer=%s error=%r", name, exc)
+        return out
 
     # -- the loop ----------------------------------------------------------------------
     def generate(

@@ -31,7 +31,7 @@ class Broken:
     def propose(self, context: Sequence[int], max_tokens: int, stop: StopDrafting | None) -> Draft:
         self.calls += 1
         k = min(3, max_tokens)
-        if self.calls % 2 == 0:  # a valid (usually wrong) draft, so the loop also verifies drafts
+        if self.calls % 2 == 0 or self.mode == "behind":  # a valid (usually wrong) draft, also verified
             return Draft(token_ids=tuple([7] * k), probs=None, confidence=tuple([0.9] * k))
         if self.mode == "raise":
             raise RuntimeError("speculator crashed")
@@ -44,6 +44,12 @@ class Broken:
             return Draft(token_ids=(self.vocab + 5,), probs=None, confidence=(0.9,))
         raise AssertionError(self.mode)
 
+    def behind(self, context: Sequence[int]) -> int:
+        """How far behind it is: in mode "behind", a failure on every other call."""
+        if self.mode == "behind" and self.calls % 2:
+            raise RuntimeError("cannot say how far behind")
+        return 0
+
     def observe(self, context: Sequence[int], num_new: int, target_logits: torch.Tensor) -> None:
         pass
 
@@ -51,7 +57,7 @@ class Broken:
         pass
 
 
-@pytest.mark.parametrize("mode", ["raise", "nan", "shape", "range"])
+@pytest.mark.parametrize("mode", ["raise", "nan", "shape", "range", "behind"])
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_failures_fall_back_with_identical_output(
     mode: str, temperature: float, fixture_dir: Path, prompts: list[Prompt]

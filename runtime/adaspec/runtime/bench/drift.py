@@ -16,7 +16,8 @@ from adaspec.cli.main import CommandError
 from adaspec.runtime.bench.commands import parse_strategies, resolve_target
 from adaspec.runtime.bench.constants import FIXED_K, PRETRAINED_ALIAS, TRACES_FILE
 from adaspec.runtime.bench.report import clear_outputs, table, write_all, write_partial
-from adaspec.runtime.bench.summary import RequestRecord, goals, summarize
+from adaspec.runtime.bench.summary import CONTROL, RequestRecord, goals, noise, summarize
+from adaspec.runtime.strategies import BASELINE
 from adaspec.runtime.train_draft import draft_report
 from adaspec.runtime.workloads import (
     Corpus,
@@ -225,9 +226,11 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
             fixed_k=FIXED_K.get(name),
             cpu_kernels=kernels,
         )
+    if BASELINE in engines:  # a second copy of the baseline, last in each round: the run's noise (`noise`)
+        engines[CONTROL] = build_engine(target_dir, strategy=BASELINE, device="cpu", cpu_kernels=kernels)
     setup["cpu_kernels"] = kernels.summary()
     records: list[RequestRecord] = []
-    total = sum(len(p) for p in prompts) * len(config.strategies)
+    total = sum(len(p) for p in prompts) * len(engines)
     with tqdm(total=total, unit="req", desc="bench drift", file=sys.stderr) as bar:
         index = 0
         for spec, phase_prompts in zip(config.phases, prompts, strict=True):
@@ -267,6 +270,7 @@ def run(config: DriftConfig, corpora: Sequence[Corpus], partial: dict[str, Any])
         "setup": setup,
         "strategies": summarize(records, phases, config.strategies, config.window),
         "goals": goals(records, phases, config.window),
+        "noise": noise(records, phases),
         "costs": costs,
         "notes": config.notes,
     }

@@ -171,6 +171,15 @@ def render_report(results: dict[str, Any]) -> str:
         lines.append(
             f"| {g['goal']} | {g['phase']} | {_fmt(g['measured'])} | {_fmt(g['target'])} | {_fmt(g['met'])} |"
         )
+    spread = results.get("noise") or {}
+    if spread:
+        ratios = " / ".join(_times(spread.get(lang)) for lang in setup["phases"])
+        lines += [
+            "",
+            f"Run noise: target-only served again by a second engine, last in each request's round, ran at "
+            f"{ratios} the first's tokens/s ({' / '.join(setup['phases'])}). A tokens/s goal within that "
+            f"spread of its target is not decided by this run.",
+        ]
     lines += ["", "## Where decode time went (ms per target pass)", "", time_table(results)]
     costs = results.get("costs")
     if costs:

@@ -122,6 +122,24 @@ def _mal(recs: Sequence[RequestRecord]) -> float:
     return figures(recs)["mean_accepted_length"]
 
 
+# The baseline served a second time, by an engine of its own, last in each request's round: the ratio of the
+# two copies' tokens/s is the run's noise between engines (weight placement, position in the round, the VM)
+CONTROL = f"{BASELINE} (again)"
+
+
+def noise(records: Sequence[RequestRecord], phases: Sequence[str]) -> dict[str, float]:
+    """Per phase, the control copy's tokens/s over the baseline's (1.0: no noise between two engines of
+    one strategy); empty when the control was not run."""
+    if not any(r.strategy == CONTROL for r in records):
+        return {}
+    out = {}
+    for lang in phases:
+        a = figures([r for r in records if r.strategy == CONTROL and r.phase == lang])["tokens_per_second"]
+        b = figures([r for r in records if r.strategy == BASELINE and r.phase == lang])["tokens_per_second"]
+        out[lang] = _ratio(a, b)
+    return out
+
+
 # The hybrids and what each runs alone (strategies named as their proposers), and the learned drafts.
 HYBRIDS = {"hybrid": ("static", "adaptive", "suffix"), "hybrid-feature": ("static", "feature", "suffix")}
 LEARNED = ("adaptive", "feature")

@@ -90,6 +90,8 @@ def test_bench_replay_reads_what_bench_drift_wrote(
     assert main(argv) == 0
     live = json.loads((out / "results.json").read_text())
     assert live["setup"]["traces"] == "traces.jsonl"
+    assert live["noise"]["python"] > 0  # target-only served again, by an engine of its own
+    assert set(live["strategies"]) == {"target-only", "ngram"}  # the copy is not a strategy of the run
     assert len(read_traces(out / "traces.jsonl")) == 3
     capsys.readouterr()
     assert main(["bench", "replay", str(out), "--strategies", "ngram", "--json"]) == 0

@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from adaspec.runtime.bench.report import PARTIAL_FILE, clear_outputs, table, write_all, write_partial
-from adaspec.runtime.bench.summary import RequestRecord, figures, goals, recovery_requests, summarize, windows
+from adaspec.runtime.bench.summary import (
+    CONTROL,
+    RequestRecord,
+    figures,
+    goals,
+    noise,
+    recovery_requests,
+    summarize,
+    windows,
+)
 
 PHASES = ["python", "go"]
 MAL = {  # tokens per target pass by (strategy, phase)
@@ -193,6 +202,24 @@ def test_write_all_writes_three_files_and_marks_complete(tmp_path: Path) -> None
     assert table(results).count("\n") == 1 + 4 * 2
     assert "| python: propose / verify / other | go: propose / verify / other |" in report
     assert "| hybrid | 20.0 / 70.0 / 10.0 | 20.0 / 70.0 / 10.0 |" in report
+
+
+def test_the_baselines_second_copy_gives_the_runs_noise(tmp_path: Path) -> None:
+    records = make_records()
+    assert noise(records, PHASES) == {}  # no control copy: no figure, and no line in the report
+    copy = [
+        RequestRecord(CONTROL, r.phase, r.index, r.generated_tokens, r.target_forward_passes, 0, 0, 0, e, ())
+        for r in records
+        if r.strategy == "target-only"
+        for e in [r.elapsed_s * (1.0 if r.phase == "python" else 1.25)]  # go: the copy ran slower
+    ]
+    spread = noise(records + copy, PHASES)
+    assert spread == {"python": pytest.approx(1.0), "go": pytest.approx(0.8)}
+    results = results_for(records) | {"noise": spread}
+    write_all(tmp_path, results)
+    report = (tmp_path / "report.md").read_text()
+    assert "ran at 1.00x / 0.80x the first's tokens/s (python / go)" in report
+    assert goals(records + copy, PHASES, window=4) == goals(records, PHASES, window=4)  # not a strategy's
 
 
 def test_partial_results_are_never_presented_as_complete(tmp_path: Path) -> None:
