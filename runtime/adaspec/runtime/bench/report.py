@@ -176,7 +176,7 @@ def render_report(results: dict[str, Any]) -> str:
         ratios = " / ".join(_times(spread.get(lang)) for lang in setup["phases"])
         lines += [
             "",
-            f"Run noise: target-only served again by a second engine, last in each request's round, ran at "
+            f"Run noise: target-only served again by a second engine in the same rounds ran at "
             f"{ratios} the first's tokens/s ({' / '.join(setup['phases'])}). A tokens/s goal within that "
             f"spread of its target is not decided by this run.",
         ]

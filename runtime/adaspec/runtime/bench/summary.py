@@ -122,8 +122,8 @@ def _mal(recs: Sequence[RequestRecord]) -> float:
     return figures(recs)["mean_accepted_length"]
 
 
-# The baseline served a second time, by an engine of its own, last in each request's round: the ratio of the
-# two copies' tokens/s is the run's noise between engines (weight placement, position in the round, the VM)
+# The baseline served a second time, by an engine of its own, in every request's round: the ratio of the two
+# copies' tokens/s is the run's noise between engines of one strategy (weight placement, what ran before)
 CONTROL = f"{BASELINE} (again)"
 
 

@@ -103,3 +103,12 @@ def test_config_presets_and_duplicate_phases() -> None:
     args.corpus = ["python=/x", "python=/y"]
     with pytest.raises(CommandError, match="its own language"):
         drift.config_from_args(args)
+
+
+def test_each_strategy_serves_from_each_place_in_the_round() -> None:
+    names = ["target-only", "suffix", "hybrid"]
+    rounds = [drift.round_order(names, i) for i in range(6)]
+    assert rounds[0] == names and rounds[1] == ["suffix", "hybrid", "target-only"] and rounds[3] == names
+    assert all(sorted(r) == sorted(names) for r in rounds)  # every strategy serves every request
+    assert {r.index("hybrid") for r in rounds[:3]} == {0, 1, 2}
+    assert drift.round_order([], 5) == []
