@@ -186,7 +186,7 @@ class CostModel:
         self.verify = dict(verify_seconds)
         self.draft = dict(draft_seconds_per_token)
         self._draft_seen: dict[str, int] = {}  # drafts observed per proposer
-        self.sync: dict[str, float] = {}  # seconds per token of a model proposer's catch-up pass
+        self.sync: dict[str, float] = {}  # per token, a catch-up pass's seconds beyond one draft step
         self.alpha = 0.05
         # a tree pass over q tokens costs this times a chain pass over q (its mask is not causal): measured
         self.tree_overhead = 1.0

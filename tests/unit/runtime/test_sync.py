@@ -56,3 +56,20 @@ def test_a_long_catch_up_is_timed_apart_and_drafts_the_same(
     for a, b in zip(split, whole, strict=True):
         assert a.token_ids == b.token_ids
         assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+
+
+def test_the_engine_learns_a_real_draft_models_catch_up_cost() -> None:
+    """The seam: the engine asks the real proposer how far behind it is, and the controller learns the
+    cost of the catch-up pass that proposer reports."""
+    from adaspec.runtime.controller import Controller, ControllerConfig, CostModel
+    from adaspec.runtime.engine import SpeculativeEngine
+
+    prop = DraftModelProposer(CachedLM(small_llama(64, hidden=32, layers=2, seed=3)))
+    ctl = Controller(ControllerConfig(fixed_k=2), CostModel({1: 1.0}, {}))
+    asked: list[int] = []
+    measure = prop.behind
+    prop.behind = lambda context: asked.append(measure(context)) or asked[-1]  # type: ignore[method-assign]
+    stats = SpeculativeEngine(CachedLM(small_llama(64, seed=4)), [prop], ctl).generate(PROMPT, 6).stats
+    assert asked[0] == len(PROMPT) - 1 and set(asked[1:]) == {0}  # the prompt, then caught up each step
+    assert stats.per_speculator["static"].sync_seconds > 0 and "static" in ctl.costs.sync  # learned
+    assert ctl.costs.t_sync("static", len(PROMPT) - 1) >= ctl.costs.t_draft("static", 1) > 0.0

@@ -27,8 +27,8 @@ class Draft:
     confidence: tuple[float, ...]  # [k], each in [0, 1]
     match_length: int = 0  # suffix proposers: length of the context suffix matched (0 otherwise)
     # seconds of the call spent bringing the proposer's cache up to the committed context (the prompt on
-    # a first draft, the tokens committed while it was not asked): a cost of serving the request, paid
-    # once whether or not it drafts this step, so the controller does not charge it to the drafted tokens
+    # a first draft, the tokens committed while it was not asked): paid whichever k is then verified, so
+    # the controller does not charge it to the drafted tokens; it prices it before drafting (`behind`)
     sync_seconds: float = 0.0
     sync_tokens: int = 0  # tokens fed in those seconds (the controller learns a catch-up token's cost)
 
